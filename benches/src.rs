@@ -1,0 +1,1 @@
+//! Shared helpers for hami's criterion benchmarks (see `benches/*.rs`).

@@ -1,0 +1,1 @@
+//! hami's control plane.
