@@ -17,6 +17,11 @@
 
 use async_trait::async_trait;
 
+mod hub;
+pub mod memory;
+
+pub use memory::{MemoryOptions, MemoryStore};
+
 /// The store's global revision counter. 0 means "nothing written yet".
 pub type Revision = u64;
 
@@ -117,7 +122,12 @@ pub trait Store: Send + Sync + 'static {
     /// Replace the value of an existing `key`. With `expected = Some(rev)` the
     /// write happens only if the key's `mod_revision` is `rev` (else Conflict).
     /// NotFound if the key does not exist.
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Option<Revision>) -> Result<KeyValue>;
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue>;
 
     /// Delete `key`, optionally only at `expected` revision. Returns the deleted
     /// entry and the revision of the delete.
