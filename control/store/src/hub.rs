@@ -11,6 +11,8 @@ use crate::{Event, Revision, StoreError, Watch};
 
 struct Watcher {
     prefix: String,
+    /// Only events newer than this are sent (a watch may start in the future).
+    after: Revision,
     tx: mpsc::Sender<crate::Result<Event>>,
 }
 
@@ -32,10 +34,22 @@ impl Hub {
         }
     }
 
-    /// Register a watcher that first receives `replay` (events the caller read
-    /// from history, all with revision <= [`Hub::published`]) and then every
-    /// live event under `prefix`.
-    pub(crate) fn register(&mut self, prefix: &str, replay: Vec<Event>, capacity: usize) -> Watch {
+    /// The last revision published to watchers.
+    pub(crate) fn published(&self) -> Revision {
+        self.published
+    }
+
+    /// Register a watcher that first receives `replay` (the events under
+    /// `prefix` in `(after, published]` that the caller read from history while
+    /// holding this hub's lock) and then every live event under `prefix` newer
+    /// than `after`.
+    pub(crate) fn register(
+        &mut self,
+        prefix: &str,
+        after: Revision,
+        replay: Vec<Event>,
+        capacity: usize,
+    ) -> Watch {
         let (tx, rx) = mpsc::channel(replay.len() + capacity.max(1) + 1);
         for event in replay {
             // Cannot fail: the channel was sized for the whole replay.
@@ -43,6 +57,7 @@ impl Hub {
         }
         self.watchers.push(Watcher {
             prefix: prefix.to_owned(),
+            after,
             tx,
         });
         Watch { events: rx }
@@ -61,7 +76,7 @@ impl Hub {
         }
         self.watchers.retain(|w| {
             for event in events {
-                if !event.key().starts_with(&w.prefix) {
+                if event.revision() <= w.after || !event.key().starts_with(&w.prefix) {
                     continue;
                 }
                 if w.tx.capacity() <= 1 {
@@ -79,5 +94,10 @@ impl Hub {
     /// Number of live watchers (for tests and metrics).
     pub(crate) fn len(&self) -> usize {
         self.watchers.len()
+    }
+
+    /// Close every watcher (their channels end).
+    pub(crate) fn close_all(&mut self) {
+        self.watchers.clear();
     }
 }

@@ -17,9 +17,11 @@
 
 use async_trait::async_trait;
 
+pub mod embedded;
 mod hub;
 pub mod memory;
 
+pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
 pub use memory::{MemoryOptions, MemoryStore};
 
 /// The store's global revision counter. 0 means "nothing written yet".

@@ -203,7 +203,7 @@ impl Store for MemoryStore {
             .collect();
         Ok(state
             .hub
-            .register(prefix, replay, self.options.watcher_capacity))
+            .register(prefix, after, replay, self.options.watcher_capacity))
     }
 
     fn current_revision(&self) -> Revision {
