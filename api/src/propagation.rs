@@ -264,9 +264,9 @@ pub struct ReplicaSchedulingStrategy {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ReplicaSchedulingType {
     /// Each chosen cluster runs the full replica count.
-    #[default]
     Duplicated,
-    /// The replica count is split among the chosen clusters.
+    /// The replica count is split among the chosen clusters (Karmada's default).
+    #[default]
     Divided,
 }
 

@@ -15,7 +15,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub use cluster::validate_cluster;
-pub use decode::validate;
+pub use decode::{decode, validate};
 pub use names::{is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name};
 pub use policy::{
     validate_cluster_affinity, validate_override_spec, validate_placement,
