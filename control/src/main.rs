@@ -1,10 +1,5 @@
-use clap::Parser;
+//! The `hami` binary: see [`hami_control::cli`].
 
-/// hami: one control plane for many GPU clusters.
-#[derive(Parser, Debug)]
-#[command(name = "hami", version, about)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    hami_control::cli::main()
 }

@@ -1,0 +1,273 @@
+//! The router: health, metrics, version, OpenAPI, and one dispatcher for
+//! every path under `/api` and `/apis` that maps method and path to a verb.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query as AxumQuery, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::Value;
+
+use super::State;
+use super::discovery;
+use super::metrics::{RequestLabels, VerbLabels};
+use super::request::{self, ApiPath, Query, Representation, ResourcePath};
+use super::status::ApiError;
+use super::{patching, read, watch, write};
+
+/// Everything a verb handler gets from the request.
+pub struct Ctx {
+    pub path: ResourcePath,
+    pub query: Query,
+    pub repr: Representation,
+    pub headers: HeaderMap,
+}
+
+impl Ctx {
+    pub fn ns(&self) -> Option<&str> {
+        self.path.namespace.as_deref()
+    }
+}
+
+/// A JSON response with the given code.
+pub fn json_response(code: StatusCode, value: &Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = (code, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/version", get(discovery::version))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn ready(AxumState(state): AxumState<Arc<State>>) -> Response {
+    if *state.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    "ok".into_response()
+}
+
+async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
+    state
+        .metrics
+        .store_revision
+        .set(state.store.current_revision());
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.metric_registry) {
+        return ApiError::internal(e.to_string()).into_response();
+    }
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn dispatch(
+    AxumState(state): AxumState<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let (verb, resource, result) = route(&state, method, &uri, headers, body).await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            verb,
+            resource,
+            code: response.status().as_u16(),
+        })
+        .inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&VerbLabels { verb })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Reads the body within the size limit (413 beyond it).
+pub async fn read_body(state: &State, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.config.body_limit;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge { limit })
+}
+
+type Routed = (&'static str, String, Result<Response, ApiError>);
+
+async fn route(
+    state: &Arc<State>,
+    method: Method,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Routed {
+    let other = || "other".to_owned();
+    if let Some(openapi) = discovery::openapi(state, uri.path()) {
+        return ("discovery", other(), openapi);
+    }
+    let path = match request::parse_path(&state.registry, uri.path()) {
+        Ok(Some(path)) => path,
+        Ok(None) => {
+            return (
+                "other",
+                other(),
+                Err(ApiError::NotFound {
+                    message: format!(
+                        "the server could not find the requested resource ({})",
+                        uri.path()
+                    ),
+                    target: Default::default(),
+                }),
+            );
+        }
+        Err(e) => return ("other", other(), Err(e)),
+    };
+    let resource = match &path {
+        ApiPath::Resource(r) => r.kind.group_resource(),
+        _ => other(),
+    };
+    let path = match path {
+        ApiPath::Resource(r) => r,
+        discovery_path => {
+            if method != Method::GET {
+                return ("discovery", resource, Err(method_not_allowed(&method)));
+            }
+            return (
+                "discovery",
+                resource,
+                discovery::serve(state, &discovery_path),
+            );
+        }
+    };
+    let pairs = AxumQuery::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")));
+    let query = match pairs.and_then(|p| Query::parse(&p)) {
+        Ok(q) => q,
+        Err(e) => return ("other", resource, Err(e)),
+    };
+    if query.dry_run {
+        return (
+            "other",
+            resource,
+            Err(ApiError::bad_request(
+                "dryRun is not supported by this server",
+            )),
+        );
+    }
+    let ctx = Ctx {
+        repr: request::representation(&headers),
+        path,
+        query,
+        headers,
+    };
+    let sub = ctx.path.subresource.clone();
+    if let Some(sub) = &sub
+        && (sub != "status" || !ctx.path.kind.status_subresource)
+    {
+        return (
+            "other",
+            resource,
+            Err(ApiError::NotFound {
+                message: format!(
+                    "the server could not find the requested resource ({})",
+                    uri.path()
+                ),
+                target: Default::default(),
+            }),
+        );
+    }
+    let has_name = ctx.path.name.is_some();
+    let (verb, result) = match (&method, has_name) {
+        (&Method::GET, true) if ctx.query.list.watch => ("watch", watch::watch_one(state, &ctx)),
+        (&Method::GET, true) => ("get", read::get(state, &ctx)),
+        (&Method::GET, false) if ctx.query.list.watch => ("watch", watch::watch(state, &ctx)),
+        (&Method::GET, false) => ("list", read::list(state, &ctx)),
+        (&Method::POST, false) => ("create", with_body(state, &ctx, body, write::create).await),
+        (&Method::PUT, true) => ("update", with_body(state, &ctx, body, write::update).await),
+        (&Method::PATCH, true) => (
+            "patch",
+            with_raw_body(state, &ctx, body, patching::patch).await,
+        ),
+        (&Method::DELETE, true) => (
+            "delete",
+            with_raw_body(state, &ctx, body, write::delete).await,
+        ),
+        (&Method::DELETE, false) => (
+            "deletecollection",
+            with_raw_body(state, &ctx, body, write::delete_collection).await,
+        ),
+        _ => ("other", Err(method_not_allowed(&method))),
+    };
+    (verb, resource, result)
+}
+
+fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::MethodNotAllowed {
+        message: format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ),
+    }
+}
+
+async fn with_body<'a, F, Fut>(
+    state: &Arc<State>,
+    ctx: &'a Ctx,
+    body: Body,
+    handler: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Arc<State>, &'a Ctx, Value) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    let bytes = read_body(state, &ctx.headers, body).await?;
+    let object = request::decode_object(&bytes, &request::content_type(&ctx.headers))?;
+    handler(state.clone(), ctx, object).await
+}
+
+async fn with_raw_body<'a, F, Fut>(
+    state: &Arc<State>,
+    ctx: &'a Ctx,
+    body: Body,
+    handler: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Arc<State>, &'a Ctx, Bytes) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    let bytes = read_body(state, &ctx.headers, body).await?;
+    handler(state.clone(), ctx, bytes).await
+}

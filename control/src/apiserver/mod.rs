@@ -1,0 +1,187 @@
+//! A Kubernetes-compatible API server over a [`hami_store::Store`].
+//!
+//! Generic over kinds: a [`Registry`] describes what is served, and every
+//! object is handled as JSON. Start one in-process with [`spawn`] (tests, the
+//! member-cluster simulator) or build the router with [`ApiServer::router`].
+
+pub mod builtin;
+mod discovery;
+mod dispatch;
+pub mod hami_kinds;
+pub mod keys;
+pub mod meta;
+pub mod metrics;
+pub mod objects;
+mod patching;
+mod read;
+pub mod registry;
+pub mod request;
+pub mod selector;
+pub mod status;
+mod table;
+mod watch;
+mod write;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hami_store::Store;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+
+pub use metrics::ApiMetrics;
+pub use registry::{Registry, ResourceKind};
+pub use status::{ApiError, Cause};
+
+/// Validates an object of (apiVersion, kind); returns every field error.
+pub type Validator = Arc<dyn Fn(&str, &str, &Value) -> Result<(), Vec<Cause>> + Send + Sync>;
+
+/// Server settings.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Largest accepted request body (bigger: 413).
+    pub body_limit: usize,
+    /// Interval of BOOKMARK events on watches that allow them.
+    pub bookmark_interval: Duration,
+    /// Extra validation of created and updated objects (hami's kinds).
+    pub validator: Option<Validator>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 3 * 1024 * 1024,
+            bookmark_interval: Duration::from_secs(30),
+            validator: None,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct State {
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    pub config: ServerConfig,
+    pub metrics: ApiMetrics,
+    /// The process' metric registry, encoded at `/metrics`.
+    pub metric_registry: Arc<prometheus_client::registry::Registry>,
+    /// Becomes true when the server shuts down; open watches end then.
+    pub shutdown: signal::Receiver<bool>,
+}
+
+/// The API server: state plus its router.
+#[derive(Clone)]
+pub struct ApiServer {
+    state: Arc<State>,
+}
+
+impl ApiServer {
+    /// Builds the server. `metrics` are registered by the caller
+    /// ([`ApiMetrics::register`]) in `metric_registry` before it is frozen in an Arc.
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        config: ServerConfig,
+        metrics: ApiMetrics,
+        metric_registry: Arc<prometheus_client::registry::Registry>,
+        shutdown: signal::Receiver<bool>,
+    ) -> Self {
+        Self {
+            state: Arc::new(State {
+                store,
+                registry,
+                config,
+                metrics,
+                metric_registry,
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Creates `default` and `kube-system` if missing.
+    pub async fn ensure_default_namespaces(&self) -> Result<(), ApiError> {
+        objects::ensure_default_namespaces(&self.state).await
+    }
+
+    /// The HTTP router (API, discovery, /healthz, /readyz, /metrics).
+    pub fn router(&self) -> axum::Router {
+        dispatch::router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// A server running in a background task (see [`spawn`]).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub server: ApiServer,
+    stop: signal::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// `http://ADDR`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Ends open watches, stops accepting, and waits for the server to finish.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Starts a server on `listener` in a background task with its own metric
+/// registry, after creating the default namespaces.
+pub async fn spawn(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    registry: Registry,
+    config: ServerConfig,
+) -> Result<RunningServer, ApiError> {
+    let mut metric_registry = prometheus_client::registry::Registry::default();
+    let metrics = ApiMetrics::register(&mut metric_registry);
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (stop, stopped) = signal::channel(false);
+    let server = ApiServer::new(
+        store,
+        registry,
+        config,
+        metrics,
+        Arc::new(metric_registry),
+        stopped.clone(),
+    );
+    server.ensure_default_namespaces().await?;
+    let mut stopped_rx = stopped;
+    let task = tokio::spawn(server.clone().serve(listener, async move {
+        let _ = stopped_rx.wait_for(|s| *s).await;
+    }));
+    Ok(RunningServer {
+        addr,
+        server,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,637 @@
+//! Object operations over the store, shared by every verb: read, create,
+//! update (main resource and status), delete with finalizers, and the
+//! namespace rules. Objects are JSON; the store holds them without
+//! `metadata.resourceVersion`.
+
+use std::sync::Arc;
+
+use hami_store::{KeyValue, Revision, StoreError};
+use serde_json::{Value, json};
+
+use super::State;
+use super::keys;
+use super::meta;
+use super::registry::ResourceKind;
+use super::status::{ApiError, Cause};
+
+/// How many times a write retries a lost optimistic race before giving up.
+pub const MAX_RETRIES: usize = 16;
+
+/// An object read from the store with its revision.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub object: Value,
+    pub revision: Revision,
+}
+
+fn stored(kv: &KeyValue) -> Result<Stored, ApiError> {
+    let object = meta::decode_stored(&kv.value, kv.mod_revision)
+        .ok_or_else(|| ApiError::internal(format!("stored object {} is not JSON", kv.key)))?;
+    Ok(Stored {
+        object,
+        revision: kv.mod_revision,
+    })
+}
+
+fn store_err(err: StoreError, kind: &ResourceKind, name: &str) -> ApiError {
+    ApiError::from_store(err, &kind.group, &kind.plural, name)
+}
+
+/// DNS-1123 subdomain, the rule for most object names.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// Reads one object.
+pub fn get(
+    state: &State,
+    kind: &ResourceKind,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Stored, ApiError> {
+    let key = keys::object_key(kind, ns, name);
+    match state
+        .store
+        .get(&key)
+        .map_err(|e| store_err(e, kind, name))?
+    {
+        Some(kv) => stored(&kv),
+        None => Err(ApiError::not_found(&kind.group, &kind.plural, name)),
+    }
+}
+
+/// Checks the body's apiVersion and kind against the URL's kind, filling
+/// them in when absent.
+pub fn check_type(kind: &ResourceKind, object: &mut Value) -> Result<(), ApiError> {
+    let api_version = kind.api_version();
+    let map = meta::as_map(object);
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("apiVersion".into(), json!(api_version));
+        }
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("kind".into(), json!(kind.kind));
+        }
+        Some(k) if k == kind.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                kind.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Makes the body's namespace agree with the URL's (400 on a mismatch).
+fn check_namespace(
+    kind: &ResourceKind,
+    ns: Option<&str>,
+    object: &mut Value,
+) -> Result<(), ApiError> {
+    let metadata = meta::metadata_mut(object);
+    if !kind.namespaced {
+        metadata.remove("namespace");
+        return Ok(());
+    }
+    let Some(ns) = ns else {
+        return Err(ApiError::bad_request(format!(
+            "{} is namespaced: the request must name a namespace",
+            kind.plural
+        )));
+    };
+    match metadata.get("namespace").and_then(Value::as_str) {
+        None | Some("") => {
+            metadata.insert("namespace".into(), json!(ns));
+            Ok(())
+        }
+        Some(body_ns) if body_ns == ns => Ok(()),
+        Some(_) => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+    }
+}
+
+/// Runs the configured validator (hami's kinds) and the name rule.
+fn validate(state: &State, kind: &ResourceKind, object: &Value) -> Result<(), ApiError> {
+    let name = meta::meta_str(object, "name").unwrap_or_default();
+    if !valid_name(name) {
+        return Err(ApiError::invalid(
+            &kind.group,
+            &kind.kind,
+            name,
+            vec![Cause::new(
+                "FieldValueInvalid",
+                "metadata.name",
+                format!(
+                    "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                ),
+            )],
+        ));
+    }
+    if let Some(validator) = &state.config.validator
+        && let Err(causes) = validator(&kind.api_version(), &kind.kind, object)
+    {
+        return Err(ApiError::invalid(&kind.group, &kind.kind, name, causes));
+    }
+    Ok(())
+}
+
+fn ensure_namespace_exists(
+    state: &State,
+    kind: &ResourceKind,
+    ns: Option<&str>,
+) -> Result<(), ApiError> {
+    let (true, Some(ns)) = (kind.namespaced, ns) else {
+        return Ok(());
+    };
+    let key = format!("/registry/core/namespaces/{ns}");
+    match state.store.get(&key) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ApiError::not_found("", "namespaces", ns)),
+        Err(e) => Err(store_err(e, kind, ns)),
+    }
+}
+
+/// Creates an object from a client's body. `ns` is the URL's namespace.
+pub async fn create(
+    state: &State,
+    kind: &ResourceKind,
+    ns: Option<&str>,
+    mut object: Value,
+) -> Result<Value, ApiError> {
+    check_type(kind, &mut object)?;
+    check_namespace(kind, ns, &mut object)?;
+    let name = meta::meta_str(&object, "name")
+        .unwrap_or_default()
+        .to_owned();
+    let generate_name = meta::meta_str(&object, "generateName")
+        .unwrap_or_default()
+        .to_owned();
+    if name.is_empty() && generate_name.is_empty() {
+        return Err(ApiError::invalid(
+            &kind.group,
+            &kind.kind,
+            "",
+            vec![Cause::new(
+                "FieldValueRequired",
+                "metadata.name",
+                "Required value: name or generateName is required",
+            )],
+        ));
+    }
+    ensure_namespace_exists(state, kind, ns)?;
+    {
+        let metadata = meta::metadata_mut(&mut object);
+        for field in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
+            metadata.remove(field);
+        }
+        metadata.insert("uid".into(), json!(meta::new_uid()));
+        metadata.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+        metadata.insert("generation".into(), json!(1));
+    }
+    if kind.status_subresource {
+        meta::as_map(&mut object).remove("status");
+    }
+    if kind.group.is_empty() && kind.kind == "Namespace" {
+        object["status"] = json!({"phase": "Active"});
+    }
+    let attempts = if name.is_empty() { 5 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let mut candidate = object.clone();
+        let name = if name.is_empty() {
+            format!("{generate_name}{}", meta::random_suffix())
+        } else {
+            name.clone()
+        };
+        meta::metadata_mut(&mut candidate).insert("name".into(), json!(name));
+        validate(state, kind, &candidate)?;
+        let key = keys::object_key(kind, ns, &name);
+        match state
+            .store
+            .create(&key, meta::encode_for_store(&candidate))
+            .await
+        {
+            Ok(kv) => {
+                meta::set_resource_version(&mut candidate, kv.mod_revision);
+                return Ok(candidate);
+            }
+            Err(e) => last = Some(store_err(e, kind, &name)),
+        }
+    }
+    Err(last.unwrap_or_else(|| ApiError::internal("create failed")))
+}
+
+/// Which part of an object an update may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateScope {
+    /// The main resource: everything but status (for kinds with a status subresource).
+    Main,
+    /// The status subresource: only status.
+    Status,
+}
+
+/// Builds the object an update stores from the current one and the client's
+/// version, applying Kubernetes' rules. Returns the new object, or `None`
+/// when the update removes the last finalizer of an object being deleted.
+pub fn prepare_update(
+    state: &State,
+    kind: &ResourceKind,
+    ns: Option<&str>,
+    name: &str,
+    current: &Stored,
+    mut new: Value,
+    scope: UpdateScope,
+) -> Result<Option<Value>, ApiError> {
+    check_type(kind, &mut new)?;
+    check_namespace(kind, ns, &mut new)?;
+    let body_name = meta::meta_str(&new, "name").unwrap_or_default();
+    if body_name.is_empty() {
+        meta::metadata_mut(&mut new).insert("name".into(), json!(name));
+    } else if body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if let Some(rv) = meta::meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty())
+        && rv != current.revision.to_string()
+    {
+        return Err(ApiError::conflict(
+            &kind.group,
+            &kind.plural,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    let old = &current.object;
+    let mut result = match scope {
+        UpdateScope::Status => {
+            let mut r = old.clone();
+            match new.get("status") {
+                Some(status) => r["status"] = status.clone(),
+                None => {
+                    meta::as_map(&mut r).remove("status");
+                }
+            }
+            r
+        }
+        UpdateScope::Main => {
+            let mut r = new;
+            if kind.status_subresource {
+                match old.get("status") {
+                    Some(status) => r["status"] = status.clone(),
+                    None => {
+                        meta::as_map(&mut r).remove("status");
+                    }
+                }
+            }
+            r
+        }
+    };
+    // Fields a client cannot change.
+    let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    {
+        let m = meta::metadata_mut(&mut result);
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            match old_meta.get(field) {
+                Some(v) => m.insert(field.into(), v.clone()),
+                None => m.remove(field),
+            };
+        }
+        m.remove("resourceVersion");
+    }
+    if meta::spec_changed(old, &result) {
+        let generation = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta::metadata_mut(&mut result).insert("generation".into(), json!(generation + 1));
+    }
+    let deleting = old_meta.get("deletionTimestamp").is_some();
+    if deleting {
+        let old_finalizers = meta::finalizers(old);
+        if meta::finalizers(&result)
+            .iter()
+            .any(|f| !old_finalizers.contains(f))
+        {
+            return Err(ApiError::invalid(
+                &kind.group,
+                &kind.kind,
+                name,
+                vec![Cause::new(
+                    "FieldValueForbidden",
+                    "metadata.finalizers",
+                    "Forbidden: no new finalizers can be added if the object is being deleted",
+                )],
+            ));
+        }
+        if meta::finalizers(&result).is_empty() {
+            return Ok(None);
+        }
+    }
+    if scope == UpdateScope::Main {
+        validate(state, kind, &result)?;
+    }
+    Ok(Some(result))
+}
+
+/// Writes a prepared update (or the final delete) at `current.revision`.
+pub async fn commit_update(
+    state: &State,
+    kind: &ResourceKind,
+    ns: Option<&str>,
+    name: &str,
+    current: &Stored,
+    prepared: Option<Value>,
+) -> Result<Value, StoreOrApi> {
+    let key = keys::object_key(kind, ns, name);
+    match prepared {
+        Some(mut object) => {
+            let kv = state
+                .store
+                .update(
+                    &key,
+                    meta::encode_for_store(&object),
+                    Some(current.revision),
+                )
+                .await?;
+            meta::set_resource_version(&mut object, kv.mod_revision);
+            Ok(object)
+        }
+        None => {
+            let (kv, revision) = state.store.delete(&key, Some(current.revision)).await?;
+            let mut object = stored(&kv)?.object;
+            meta::set_resource_version(&mut object, revision);
+            Ok(object)
+        }
+    }
+}
+
+/// A failed write: a store error (the caller may retry a conflict) or an API error.
+#[derive(Debug)]
+pub enum StoreOrApi {
+    Store(StoreError),
+    Api(ApiError),
+}
+
+impl From<StoreError> for StoreOrApi {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<ApiError> for StoreOrApi {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl StoreOrApi {
+    pub fn into_api(self, kind: &ResourceKind, name: &str) -> ApiError {
+        match self {
+            Self::Store(e) => store_err(e, kind, name),
+            Self::Api(e) => e,
+        }
+    }
+}
+
+/// PUT: replace an object (409 when the body's resourceVersion is stale).
+pub async fn update(
+    state: &State,
+    kind: &ResourceKind,
+    ns: Option<&str>,
+    name: &str,
+    new: Value,
+    scope: UpdateScope,
+) -> Result<Value, ApiError> {
+    let pinned = meta::meta_str(&new, "resourceVersion").is_some_and(|rv| !rv.is_empty());
+    for _ in 0..MAX_RETRIES {
+        let current = get(state, kind, ns, name)?;
+        let prepared = prepare_update(state, kind, ns, name, &current, new.clone(), scope)?;
+        match commit_update(state, kind, ns, name, &current, prepared).await {
+            Ok(object) => return Ok(object),
+            Err(StoreOrApi::Store(StoreError::Conflict { .. })) if !pinned => continue,
+            Err(e) => return Err(e.into_api(kind, name)),
+        }
+    }
+    Err(ApiError::conflict(
+        &kind.group,
+        &kind.plural,
+        name,
+        "too many concurrent updates",
+    ))
+}
+
+/// Options of a DELETE (the DeleteOptions body).
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+impl DeleteOptions {
+    /// Reads the optional DeleteOptions body (propagationPolicy and grace
+    /// period are accepted and have no effect: there is no garbage collector).
+    pub fn from_body(body: Option<&Value>) -> Self {
+        let text = |p: &str| {
+            body.and_then(|b| b.pointer(p))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Self {
+            uid: text("/preconditions/uid"),
+            resource_version: text("/preconditions/resourceVersion"),
+        }
+    }
+}
+
+/// DELETE: removes the object, or marks it with deletionTimestamp while
+/// finalizers remain. Deleting a namespace deletes what is in it.
+pub async fn delete(
+    state: &State,
+    kind: &ResourceKind,
+    ns: Option<&str>,
+    name: &str,
+    options: &DeleteOptions,
+) -> Result<Value, ApiError> {
+    let (object, removed) = delete_object(state, kind, ns, name, options).await?;
+    if removed && kind.group.is_empty() && kind.kind == "Namespace" {
+        delete_namespace_content(state, name).await;
+    }
+    Ok(object)
+}
+
+/// Deletes one object; true when it is gone (false: finalizers hold it).
+async fn delete_object(
+    state: &State,
+    kind: &ResourceKind,
+    ns: Option<&str>,
+    name: &str,
+    options: &DeleteOptions,
+) -> Result<(Value, bool), ApiError> {
+    for _ in 0..MAX_RETRIES {
+        let current = get(state, kind, ns, name)?;
+        let meta_of = |f: &str| {
+            meta::meta_str(&current.object, f)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        if options
+            .uid
+            .as_ref()
+            .is_some_and(|uid| *uid != meta_of("uid"))
+        {
+            return Err(ApiError::conflict(
+                &kind.group,
+                &kind.plural,
+                name,
+                "Precondition failed: UID in precondition does not match the UID of the object",
+            ));
+        }
+        if options
+            .resource_version
+            .as_ref()
+            .is_some_and(|rv| *rv != current.revision.to_string())
+        {
+            return Err(ApiError::conflict(
+                &kind.group,
+                &kind.plural,
+                name,
+                "Precondition failed: ResourceVersion in precondition does not match the object",
+            ));
+        }
+        let key = keys::object_key(kind, ns, name);
+        let result = if meta::finalizers(&current.object).is_empty() {
+            state
+                .store
+                .delete(&key, Some(current.revision))
+                .await
+                .map(|(kv, revision)| {
+                    let mut object =
+                        meta::decode_stored(&kv.value, revision).unwrap_or(Value::Null);
+                    meta::set_resource_version(&mut object, revision);
+                    (object, true)
+                })
+        } else if current
+            .object
+            .pointer("/metadata/deletionTimestamp")
+            .is_some()
+        {
+            return Ok((current.object, false));
+        } else {
+            let mut object = current.object.clone();
+            let m = meta::metadata_mut(&mut object);
+            m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            state
+                .store
+                .update(
+                    &key,
+                    meta::encode_for_store(&object),
+                    Some(current.revision),
+                )
+                .await
+                .map(|kv| {
+                    meta::set_resource_version(&mut object, kv.mod_revision);
+                    (object, false)
+                })
+        };
+        match result {
+            Ok(done) => return Ok(done),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_err(e, kind, name)),
+        }
+    }
+    Err(ApiError::conflict(
+        &kind.group,
+        &kind.plural,
+        name,
+        "too many concurrent updates",
+    ))
+}
+
+/// Deletes every namespaced object in `ns` (best effort, logged).
+async fn delete_namespace_content(state: &State, ns: &str) {
+    let kinds: Vec<Arc<ResourceKind>> = state
+        .registry
+        .namespaced_storage_kinds()
+        .into_iter()
+        .cloned()
+        .collect();
+    for kind in kinds {
+        let prefix = keys::list_prefix(&kind, Some(ns));
+        let Ok(list) = state.store.list(&prefix, None, 0) else {
+            continue;
+        };
+        for kv in list.items {
+            let Some((_, name)) = keys::parse_key(&kind, &kv.key) else {
+                continue;
+            };
+            if let Err(e) =
+                delete_object(state, &kind, Some(ns), name, &DeleteOptions::default()).await
+            {
+                tracing::warn!(namespace = ns, name, error = %e, "deleting namespace content");
+            }
+        }
+    }
+}
+
+/// Creates `default` and `kube-system` when they do not exist yet.
+pub async fn ensure_default_namespaces(state: &State) -> Result<(), ApiError> {
+    let Some(kind) = state.registry.lookup("", "v1", "namespaces").cloned() else {
+        return Ok(());
+    };
+    for name in ["default", "kube-system"] {
+        let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match create(state, &kind, None, object).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_rfc1123() {
+        assert!(valid_name("web-1.a"));
+        for bad in ["", "Web", "-a", "a-", "a_b", &"a".repeat(254)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! watch: newline-delimited `{"type","object"}` events streamed over a chunked
+//! response, with Kubernetes' resourceVersion rules:
+//!
+//! * absent or "0" (or `sendInitialEvents=true`): synthetic ADDED events for
+//!   the current state, then changes after it;
+//! * N: every change after revision N; a compacted N answers one ERROR event
+//!   carrying a 410 Expired Status;
+//! * `allowWatchBookmarks=true`: BOOKMARK events every bookmark interval
+//!   (and after the initial events when `sendInitialEvents=true`);
+//! * `timeoutSeconds` ends the stream; so does server shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hami_store::{Event, StoreError};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::State;
+use super::dispatch::Ctx;
+use super::keys;
+use super::meta;
+use super::metrics::WatchGuard;
+use super::read;
+use super::registry::ResourceKind;
+use super::request::{self, ListOptions, Representation};
+use super::selector::{FieldSelector, Selectors};
+use super::status::ApiError;
+use super::table;
+
+/// Longest a watch stays open without `timeoutSeconds` (Kubernetes picks 30-60 min).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Events buffered per watch before the writer waits for the client.
+const BUFFER: usize = 256;
+
+/// Watch of a single object (`GET .../name?watch=1`).
+pub fn watch_one(state: &Arc<State>, ctx: &Ctx) -> Result<Response, ApiError> {
+    let name = ctx.path.name.as_deref().unwrap_or_default();
+    let mut options = ctx.query.list.clone();
+    let by_name = FieldSelector::parse(&format!("metadata.name={name}"))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    options.selectors = Selectors {
+        labels: options.selectors.labels,
+        fields: by_name,
+    };
+    start(state, ctx, options)
+}
+
+/// Watch of a collection.
+pub fn watch(state: &Arc<State>, ctx: &Ctx) -> Result<Response, ApiError> {
+    start(state, ctx, ctx.query.list.clone())
+}
+
+struct Encoder {
+    kind: Arc<ResourceKind>,
+    repr: Representation,
+    include_object: Option<String>,
+}
+
+impl Encoder {
+    fn line(&self, type_: &str, object: Value) -> Bytes {
+        let object = match (type_, self.repr) {
+            ("ERROR" | "BOOKMARK", _) | (_, Representation::Object) => object,
+            (_, Representation::Metadata) => table::partial_metadata(&object),
+            (_, Representation::Table) => table::table(
+                &self.kind,
+                &[object],
+                json!({}),
+                self.include_object.as_deref(),
+            ),
+        };
+        let mut line =
+            serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    fn bookmark(&self, revision: u64, initial_end: bool) -> Bytes {
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if initial_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        self.line(
+            "BOOKMARK",
+            json!({"kind": self.kind.kind, "apiVersion": self.kind.api_version(), "metadata": metadata}),
+        )
+    }
+}
+
+/// The watch event (type, object) for a store event under a selector, or
+/// None when the selector hides it. A change that moves an object into or
+/// out of the selection is ADDED or DELETED, as Kubernetes reports it.
+fn translate(event: &Event, selectors: &Selectors) -> Option<(&'static str, Value)> {
+    match event {
+        Event::Put { kv, prev } => {
+            let object = meta::decode_stored(&kv.value, kv.mod_revision)?;
+            let now = selectors.matches(&object);
+            let before = prev
+                .as_ref()
+                .and_then(|p| meta::decode_stored(&p.value, p.mod_revision))
+                .map(|p| selectors.matches(&p));
+            match (before, now) {
+                (None, true) => Some(("ADDED", object)),
+                (Some(true), true) => Some(("MODIFIED", object)),
+                (Some(false), true) => Some(("ADDED", object)),
+                (Some(true), false) => Some(("DELETED", object)),
+                (_, false) => None,
+            }
+        }
+        Event::Delete { prev, revision } => {
+            let object = meta::decode_stored(&prev.value, *revision)?;
+            selectors.matches(&object).then_some(("DELETED", object))
+        }
+    }
+}
+
+fn start(state: &Arc<State>, ctx: &Ctx, options: ListOptions) -> Result<Response, ApiError> {
+    let kind = ctx.path.kind.clone();
+    let ns = ctx.path.namespace.clone();
+    let encoder = Encoder {
+        kind: kind.clone(),
+        repr: ctx.repr,
+        include_object: ctx.query.include_object.clone(),
+    };
+    let from_now = matches!(options.resource_version.as_deref(), None | Some("0"));
+    let initial = from_now || options.send_initial_events;
+    let (initial_items, start_revision) = if initial {
+        let mut list_options = options.clone();
+        list_options.limit = 0;
+        list_options.continue_token = None;
+        let page = read::list_page(state, &kind, ns.as_deref(), &list_options)?;
+        (page.items, page.revision)
+    } else {
+        let rv = options.resource_version.as_deref().unwrap_or("0");
+        (Vec::new(), request::parse_revision(rv)?)
+    };
+    let prefix = keys::list_prefix(&kind, ns.as_deref());
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(BUFFER);
+    let watch = state.store.watch(&prefix, start_revision);
+    let state = state.clone();
+    let timeout = options
+        .timeout_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    tokio::spawn(async move {
+        let _guard = WatchGuard::new(&state.metrics.open_watches);
+        let mut store_watch = match watch {
+            Ok(w) => w,
+            Err(e) => {
+                let err = ApiError::from_store(e, &kind.group, &kind.plural, "");
+                let _ = tx.send(Ok(encoder.line("ERROR", err.status()))).await;
+                return;
+            }
+        };
+        for object in initial_items {
+            if tx.send(Ok(encoder.line("ADDED", object))).await.is_err() {
+                return;
+            }
+        }
+        let mut last_revision = start_revision;
+        if options.send_initial_events
+            && options.allow_bookmarks
+            && tx
+                .send(Ok(encoder.bookmark(last_revision, true)))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let mut shutdown = state.shutdown.clone();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let interval = state
+            .config
+            .bookmark_interval
+            .max(Duration::from_millis(10));
+        let mut bookmarks =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        loop {
+            tokio::select! {
+                event = store_watch.events.recv() => {
+                    let line = match event {
+                        Some(Ok(event)) => {
+                            last_revision = event.revision();
+                            match translate(&event, &options.selectors) {
+                                Some((type_, object)) => encoder.line(type_, object),
+                                None => continue,
+                            }
+                        }
+                        Some(Err(e)) => {
+                            let status = match e {
+                                StoreError::WatcherTooSlow | StoreError::Compacted { .. } => ApiError::Gone {
+                                    message: format!("watch closed: {e}"),
+                                },
+                                other => ApiError::from_store(other, &kind.group, &kind.plural, ""),
+                            };
+                            let _ = tx.send(Ok(encoder.line("ERROR", status.status()))).await;
+                            return;
+                        }
+                        None => return,
+                    };
+                    if tx.send(Ok(line)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = bookmarks.tick(), if options.allow_bookmarks => {
+                    if tx.send(Ok(encoder.bookmark(last_revision, false))).await.is_err() {
+                        return;
+                    }
+                }
+                _ = &mut deadline => return,
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let mut response = (StatusCode::OK, Body::from_stream(ReceiverStream::new(rx))).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::selector::LabelSelector;
+    use hami_store::KeyValue;
+
+    fn kv(labels: Value, rev: u64) -> KeyValue {
+        KeyValue {
+            key: "/registry/core/pods/ns/a".into(),
+            value: serde_json::to_vec(
+                &json!({"metadata": {"name": "a", "namespace": "ns", "labels": labels}}),
+            )
+            .unwrap(),
+            create_revision: 1,
+            mod_revision: rev,
+        }
+    }
+
+    #[test]
+    fn selector_transitions_become_added_and_deleted() {
+        let sel = Selectors {
+            labels: LabelSelector::parse("app=web").unwrap(),
+            fields: FieldSelector::default(),
+        };
+        let web = || json!({"app": "web"});
+        let api = || json!({"app": "api"});
+        let put = |prev: Option<KeyValue>, now: KeyValue| Event::Put { kv: now, prev };
+        let kind = |e: Event| translate(&e, &sel).map(|(t, _)| t);
+        assert_eq!(kind(put(None, kv(web(), 2))), Some("ADDED"));
+        assert_eq!(
+            kind(put(Some(kv(web(), 2)), kv(web(), 3))),
+            Some("MODIFIED")
+        );
+        assert_eq!(kind(put(Some(kv(web(), 2)), kv(api(), 3))), Some("DELETED"));
+        assert_eq!(kind(put(Some(kv(api(), 2)), kv(web(), 3))), Some("ADDED"));
+        assert_eq!(kind(put(Some(kv(api(), 2)), kv(api(), 3))), None);
+        let deleted = Event::Delete {
+            prev: kv(web(), 3),
+            revision: 4,
+        };
+        let (t, o) = translate(&deleted, &sel).unwrap();
+        assert_eq!(
+            (t, o["metadata"]["resourceVersion"].as_str()),
+            ("DELETED", Some("4"))
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! create, update (PUT, main resource and status), delete and deletecollection.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::State;
+use super::dispatch::{Ctx, json_response};
+use super::objects::{self, DeleteOptions, UpdateScope};
+use super::read;
+use super::request;
+use super::status::ApiError;
+
+pub async fn create(state: Arc<State>, ctx: &Ctx, object: Value) -> Result<Response, ApiError> {
+    let created = objects::create(&state, &ctx.path.kind, ctx.ns(), object).await?;
+    Ok(json_response(StatusCode::CREATED, &created))
+}
+
+fn scope(ctx: &Ctx) -> UpdateScope {
+    if ctx.path.subresource.as_deref() == Some("status") {
+        UpdateScope::Status
+    } else {
+        UpdateScope::Main
+    }
+}
+
+pub async fn update(state: Arc<State>, ctx: &Ctx, object: Value) -> Result<Response, ApiError> {
+    let name = ctx.path.name.as_deref().unwrap_or_default();
+    let updated =
+        objects::update(&state, &ctx.path.kind, ctx.ns(), name, object, scope(ctx)).await?;
+    Ok(json_response(StatusCode::OK, &updated))
+}
+
+/// The optional DeleteOptions body (empty, JSON or YAML).
+fn delete_options(ctx: &Ctx, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DeleteOptions::default());
+    }
+    let value = request::decode_object(body, &request::content_type(&ctx.headers))?;
+    Ok(DeleteOptions::from_body(Some(&value)))
+}
+
+pub async fn delete(state: Arc<State>, ctx: &Ctx, body: Bytes) -> Result<Response, ApiError> {
+    let options = delete_options(ctx, &body)?;
+    let name = ctx.path.name.as_deref().unwrap_or_default();
+    let object = objects::delete(&state, &ctx.path.kind, ctx.ns(), name, &options).await?;
+    // 202 when finalizers keep the object: the deletion is pending.
+    let code = if object.pointer("/metadata/deletionTimestamp").is_some()
+        && !objects_gone(&state, ctx, name)
+    {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(code, &object))
+}
+
+fn objects_gone(state: &State, ctx: &Ctx, name: &str) -> bool {
+    objects::get(state, &ctx.path.kind, ctx.ns(), name).is_err()
+}
+
+/// Deletes every object the list selectors match; answers the list of them.
+pub async fn delete_collection(
+    state: Arc<State>,
+    ctx: &Ctx,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let options = delete_options(ctx, &body)?;
+    let kind = &ctx.path.kind;
+    let mut list_options = ctx.query.list.clone();
+    list_options.limit = 0;
+    list_options.continue_token = None;
+    let page = read::list_page(&state, kind, ctx.ns(), &list_options)?;
+    let mut deleted = Vec::new();
+    for object in page.items {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let ns = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        match objects::delete(&state, kind, ns.as_deref(), &name, &options).await {
+            Ok(object) => deleted.push(object),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let body = json!({
+        "kind": kind.list_kind,
+        "apiVersion": kind.api_version(),
+        "metadata": {"resourceVersion": state.store.current_revision().to_string()},
+        "items": deleted,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}

@@ -1,0 +1,150 @@
+//! `hami up`: the control plane in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use hami_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, Store};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use super::kubeconfig;
+use crate::apiserver::{ApiMetrics, ApiServer, ServerConfig, hami_kinds};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Address the API server listens on (port 0 picks a free one).
+    #[arg(long, env = "HAMI_LISTEN", default_value = "127.0.0.1:7443")]
+    pub listen: SocketAddr,
+    /// Directory for the store and the kubeconfig.
+    #[arg(long, env = "HAMI_DATA_DIR", default_value = "hami-data")]
+    pub data_dir: PathBuf,
+    /// Keep everything in memory (lost on exit; for tests and demos).
+    #[arg(long, env = "HAMI_IN_MEMORY")]
+    pub in_memory: bool,
+    /// Log format.
+    #[arg(long, env = "HAMI_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create data directory {}", args.data_dir.display()))?;
+    let embedded = if args.in_memory {
+        None
+    } else {
+        let store = EmbeddedStore::open(&args.data_dir, EmbeddedOptions::default())
+            .with_context(|| format!("open the store in {}", args.data_dir.display()))?;
+        Some(Arc::new(store))
+    };
+    let store: Arc<dyn Store> = match &embedded {
+        Some(store) => store.clone(),
+        None => Arc::new(MemoryStore::new()),
+    };
+    let registry = hami_kinds::registry().context("build the kind registry")?;
+    let config = ServerConfig {
+        validator: Some(hami_kinds::validator()),
+        ..ServerConfig::default()
+    };
+    let mut metric_registry = prometheus_client::registry::Registry::default();
+    let metrics = ApiMetrics::register(&mut metric_registry);
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = ApiServer::new(
+        store,
+        registry,
+        config,
+        metrics,
+        Arc::new(metric_registry),
+        stopped.clone(),
+    );
+    server
+        .ensure_default_namespaces()
+        .await
+        .context("create the default namespaces")?;
+    let mut stopped_rx = stopped;
+    let serving = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped_rx.wait_for(|s| *s).await;
+    }));
+
+    let url = format!("http://{addr}");
+    let kubeconfig_path = args.data_dir.join("kubeconfig");
+    kubeconfig::write_atomic(&kubeconfig_path, &kubeconfig::render(&url))
+        .with_context(|| format!("write {}", kubeconfig_path.display()))?;
+    tracing::info!(%url, store = if args.in_memory { "memory" } else { "embedded" }, "hami API server ready");
+    println!("hami is serving the Kubernetes API at {url}");
+    println!("  export KUBECONFIG={}", kubeconfig_path.display());
+    println!("  kubectl get namespaces");
+    println!("  kubectl apply -f samples/");
+
+    let mut serving = serving;
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        result = &mut serving => return flatten(result),
+    }
+    let _ = stop.send(true);
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(10), serving).await;
+    if let Some(store) = embedded {
+        store.close();
+    }
+    match finished {
+        Ok(result) => flatten(result),
+        Err(_) => {
+            tracing::warn!("connections did not close within 10 s");
+            Ok(())
+        }
+    }
+}
+
+fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
