@@ -69,3 +69,71 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::backend::fake::FakeBackend;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(app: &Router, path: &str) -> (StatusCode, String) {
+        let resp = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn probes_follow_registration_and_metrics_show_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gpus.yaml");
+        std::fs::write(
+            &file,
+            "- {uuid: GPU-a, model: T4, memoryMiB: 100, memoryUsedMiB: 25, utilization: 40}\n",
+        )
+        .unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(FakeBackend::open(&file).unwrap());
+        let (_tx, gpus) = watch::channel(backend.list().unwrap());
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let ready = Arc::new(AtomicBool::new(false));
+        let app = router(Arc::new(HttpState {
+            registry: Mutex::new(registry),
+            metrics,
+            backend,
+            gpus,
+            cfg: SliceConfig::default(),
+            ready: Arc::clone(&ready),
+        }));
+        assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(&app, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        ready.store(true, Ordering::SeqCst);
+        assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
+        let (status, text) = get(&app, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            text.contains("hami_device_plugin_device_memory_used_bytes{uuid=\"GPU-a\"} 26214400"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hami_device_plugin_device_utilization_ratio{uuid=\"GPU-a\"} 0.4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hami_device_plugin_device_healthy{uuid=\"GPU-a\"} 1"),
+            "{text}"
+        );
+    }
+}
