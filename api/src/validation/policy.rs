@@ -200,10 +200,12 @@ fn replica_scheduling(rs: &ReplicaSchedulingStrategy, path: &str, errs: &mut Vec
     let wp = format!("{path}.weightPreference.staticWeightList");
     let mut sum: i64 = 0;
     let mut overflow = false;
+    let mut negative = false;
     for (i, w) in pref.static_weight_list.iter().enumerate() {
         let p = format!("{wp}[{i}]");
         cluster_affinity(&w.target_cluster, &format!("{p}.targetCluster"), errs);
         if w.weight < 0 {
+            negative = true;
             errs.push(FieldError::invalid(
                 format!("{p}.weight"),
                 format!("{}: must be non-negative", w.weight),
@@ -220,7 +222,7 @@ fn replica_scheduling(rs: &ReplicaSchedulingStrategy, path: &str, errs: &mut Vec
             wp,
             "the sum of the weights overflows a 64-bit integer",
         ));
-    } else if !pref.static_weight_list.is_empty() && sum == 0 {
+    } else if !negative && !pref.static_weight_list.is_empty() && sum == 0 {
         errs.push(FieldError::invalid(wp, "the weights must not sum to zero"));
     }
 }
