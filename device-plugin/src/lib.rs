@@ -6,7 +6,7 @@
 //! Layout: [`backend`] discovers devices; [`slicing`] is the pure mapping
 //! between GPUs and kubelet devices; [`service`] is the gRPC DevicePlugin
 //! service; [`kubelet`] serves it and registers with kubelet; [`inventory`]
-//! writes the node annotation; [`metrics`] and [`http`] expose metrics and
+//! writes the node annotation; [`pods`] is HAMi's scheduler hand-off; [`metrics`] and [`http`] expose metrics and
 //! probes; [`runtime`] holds the flags and the wiring.
 
 pub mod backend;
@@ -14,6 +14,7 @@ pub mod http;
 pub mod inventory;
 pub mod kubelet;
 pub mod metrics;
+pub mod pods;
 pub mod runtime;
 pub mod service;
 pub mod slicing;

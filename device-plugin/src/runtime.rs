@@ -17,6 +17,7 @@ use crate::http::{HttpState, router};
 use crate::inventory::{FileSink, InventorySink, KubeNodeSink};
 use crate::kubelet::{DEFAULT_KUBELET_SOCKET, KubeletConfig};
 use crate::metrics::Metrics;
+use crate::pods::{KubePods, PodAllocations};
 use crate::service::PluginState;
 use crate::slicing::{Mode, Policy, SliceConfig};
 
@@ -88,6 +89,11 @@ pub struct Args {
     /// File the annotation's value is written to (with --inventory file).
     #[arg(long, env = "HAMI_DP_INVENTORY_FILE")]
     pub inventory_file: Option<PathBuf>,
+    /// Follow HAMi's scheduler hand-off: take each container's devices, memory and
+    /// cores from the pod it marked `hami.io/bind-phase: allocating` on this node
+    /// (needs --node-name and API access); without such a pod, share slots decide.
+    #[arg(long, env = "HAMI_SCHEDULER")]
+    pub hami_scheduler: bool,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "HAMI_DP_HTTP_ADDR", default_value = "0.0.0.0:9394")]
     pub http_addr: SocketAddr,
@@ -225,6 +231,19 @@ pub async fn run_until(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::R
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
 
+    let needs_api = args.inventory == InventoryKind::Kube || args.hami_scheduler;
+    let api = if needs_api {
+        let node = args.node_name.clone().context(
+            "--inventory kube and --hami-scheduler need --node-name or NODE_NAME \
+             (use --inventory none or file to run without a cluster)",
+        )?;
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API")?;
+        Some((client, node))
+    } else {
+        None
+    };
     let sink: Option<Arc<dyn InventorySink>> = match args.inventory {
         InventoryKind::None => None,
         InventoryKind::File => {
@@ -234,15 +253,13 @@ pub async fn run_until(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::R
                 .context("--inventory file needs --inventory-file PATH")?;
             Some(Arc::new(FileSink::new(path)))
         }
-        InventoryKind::Kube => {
-            let node = args.node_name.clone().context(
-                "--inventory kube needs --node-name or NODE_NAME (use --inventory none or file to run without a cluster)",
-            )?;
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to the Kubernetes API for the node inventory")?;
-            Some(Arc::new(KubeNodeSink::new(client, node)))
-        }
+        InventoryKind::Kube => api.clone().map(|(client, node)| {
+            Arc::new(KubeNodeSink::new(client, node)) as Arc<dyn InventorySink>
+        }),
+    };
+    let pods: Option<Arc<dyn PodAllocations>> = match (&api, args.hami_scheduler) {
+        (Some((client, node)), true) => Some(Arc::new(KubePods::new(client.clone(), node.clone()))),
+        _ => None,
     };
     if let Some(sink) = sink {
         tokio::spawn(crate::inventory::run(
@@ -283,6 +300,7 @@ pub async fn run_until(args: Args, shutdown: watch::Receiver<bool>) -> anyhow::R
         policy: args.allocation_policy,
         gpus: gpus_rx,
         metrics,
+        pods,
     });
     let result = crate::kubelet::run(args.kubelet_config(), state, ready, shutdown).await;
     http.abort();
