@@ -22,13 +22,23 @@ fn brute_force(snap: &Snapshot, shape: &ReplicaShape) -> u64 {
         loop {
             let r = &shape.requests;
             let a = v.allocatable;
+            // As the Kubernetes scheduler: a resource the replica does not
+            // ask for never blocks it, even on an over-committed node.
+            let room = |used: u64, want: u64, cap: u64| want == 0 || used + want <= cap;
             let fits_node = requested.pods < a.pods
-                && requested.cpu_milli + r.cpu_milli <= a.cpu_milli
-                && requested.memory + r.memory <= a.memory
-                && requested.ephemeral_storage + r.ephemeral_storage <= a.ephemeral_storage
+                && room(requested.cpu_milli, r.cpu_milli, a.cpu_milli)
+                && room(requested.memory, r.memory, a.memory)
+                && room(
+                    requested.ephemeral_storage,
+                    r.ephemeral_storage,
+                    a.ephemeral_storage,
+                )
                 && r.extended.iter().all(|(k, want)| {
-                    requested.extended.get(k).copied().unwrap_or(0) + want
-                        <= a.extended.get(k).copied().unwrap_or(0)
+                    room(
+                        requested.extended.get(k).copied().unwrap_or(0),
+                        *want,
+                        a.extended.get(k).copied().unwrap_or(0),
+                    )
                 });
             if !fits_node {
                 break;
