@@ -1,0 +1,255 @@
+//! Cluster affinity: names, exclusions, a label selector and a field selector
+//! over provider, region and zone. Every part that is set must match.
+
+use std::collections::BTreeMap;
+
+use hami_api::propagation::{
+    ClusterAffinity, FIELD_PROVIDER, FIELD_REGION, FIELD_ZONE, FieldSelector,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::view::ClusterView;
+
+/// Whether `cluster` is in the set `affinity` describes.
+pub fn matches(affinity: &ClusterAffinity, cluster: &ClusterView) -> bool {
+    if !affinity.cluster_names.is_empty() && !affinity.cluster_names.contains(&cluster.name) {
+        return false;
+    }
+    if affinity.exclude.contains(&cluster.name) {
+        return false;
+    }
+    if let Some(sel) = &affinity.label_selector
+        && !labels_match(sel, &cluster.labels)
+    {
+        return false;
+    }
+    if let Some(sel) = &affinity.field_selector
+        && !fields_match(sel, cluster)
+    {
+        return false;
+    }
+    true
+}
+
+/// Kubernetes label selector semantics: matchLabels and matchExpressions
+/// (In, NotIn, Exists, DoesNotExist) all hold; an unknown operator never matches.
+pub fn labels_match(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    if let Some(ml) = &sel.match_labels
+        && !ml.iter().all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    let exprs = sel.match_expressions.as_deref().unwrap_or_default();
+    exprs.iter().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let have = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => have.is_some_and(|v| values.contains(v)),
+            "NotIn" => have.is_none_or(|v| !values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        }
+    })
+}
+
+/// Field selector over `provider`, `region` and `zone` with In and NotIn.
+/// A multi-zone cluster matches `zone In` only when all its zones are listed
+/// (its replicas may land in any of them), and `zone NotIn` when none is.
+/// A cluster without the field matches only NotIn. Unknown keys or operators
+/// never match.
+pub fn fields_match(sel: &FieldSelector, cluster: &ClusterView) -> bool {
+    sel.match_expressions.iter().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let have: Vec<&str> = match e.key.as_str() {
+            FIELD_PROVIDER => cluster.provider.as_deref().into_iter().collect(),
+            FIELD_REGION => cluster.region.as_deref().into_iter().collect(),
+            FIELD_ZONE => cluster.zones.iter().map(String::as_str).collect(),
+            _ => return false,
+        };
+        let listed = |v: &&str| values.iter().any(|x| x == v);
+        match e.operator.as_str() {
+            "In" => !have.is_empty() && have.iter().all(listed),
+            "NotIn" => !have.iter().any(listed),
+            _ => false,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::NodeSelectorRequirement;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    fn field(key: &str, op: &str, values: &[&str]) -> FieldSelector {
+        FieldSelector {
+            match_expressions: vec![NodeSelectorRequirement {
+                key: key.into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }],
+        }
+    }
+
+    #[test]
+    fn table() {
+        let east = ClusterView::new("east")
+            .with_label("env", "prod")
+            .with_location("aws", "us-east", "us-east-1a");
+        let mut multi = ClusterView::new("multi").with_location("gcp", "eu", "eu-a");
+        multi.zones.push("eu-b".into());
+        let bare = ClusterView::new("bare");
+        let labels = |ml: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>| ClusterAffinity {
+            label_selector: Some(LabelSelector {
+                match_labels: Some(
+                    ml.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                match_expressions: Some(exprs),
+            }),
+            ..Default::default()
+        };
+        let fields = |f: FieldSelector| ClusterAffinity {
+            field_selector: Some(f),
+            ..Default::default()
+        };
+        let names = |n: &[&str], x: &[&str]| ClusterAffinity {
+            cluster_names: n.iter().map(|s| s.to_string()).collect(),
+            exclude: x.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let cases: Vec<(&str, ClusterAffinity, &ClusterView, bool)> = vec![
+            ("empty matches all", ClusterAffinity::default(), &bare, true),
+            ("named", names(&["east"], &[]), &east, true),
+            ("not named", names(&["west"], &[]), &east, false),
+            (
+                "excluded wins over named",
+                names(&["east"], &["east"]),
+                &east,
+                false,
+            ),
+            ("exclude only", names(&[], &["west"]), &east, true),
+            (
+                "matchLabels",
+                labels(&[("env", "prod")], vec![]),
+                &east,
+                true,
+            ),
+            (
+                "matchLabels miss",
+                labels(&[("env", "dev")], vec![]),
+                &east,
+                false,
+            ),
+            (
+                "In",
+                labels(&[], vec![expr("env", "In", &["dev", "prod"])]),
+                &east,
+                true,
+            ),
+            (
+                "In without label",
+                labels(&[], vec![expr("env", "In", &["prod"])]),
+                &bare,
+                false,
+            ),
+            (
+                "NotIn",
+                labels(&[], vec![expr("env", "NotIn", &["prod"])]),
+                &east,
+                false,
+            ),
+            (
+                "NotIn without label",
+                labels(&[], vec![expr("env", "NotIn", &["prod"])]),
+                &bare,
+                true,
+            ),
+            (
+                "Exists",
+                labels(&[], vec![expr("env", "Exists", &[])]),
+                &east,
+                true,
+            ),
+            (
+                "DoesNotExist",
+                labels(&[], vec![expr("env", "DoesNotExist", &[])]),
+                &east,
+                false,
+            ),
+            (
+                "bad operator",
+                labels(&[], vec![expr("env", "Gt", &["1"])]),
+                &east,
+                false,
+            ),
+            (
+                "provider In",
+                fields(field("provider", "In", &["aws"])),
+                &east,
+                true,
+            ),
+            (
+                "region NotIn",
+                fields(field("region", "NotIn", &["us-east"])),
+                &east,
+                false,
+            ),
+            (
+                "zone In",
+                fields(field("zone", "In", &["us-east-1a"])),
+                &east,
+                true,
+            ),
+            (
+                "multi-zone In needs all",
+                fields(field("zone", "In", &["eu-a"])),
+                &multi,
+                false,
+            ),
+            (
+                "multi-zone In all",
+                fields(field("zone", "In", &["eu-a", "eu-b"])),
+                &multi,
+                true,
+            ),
+            (
+                "multi-zone NotIn any",
+                fields(field("zone", "NotIn", &["eu-b"])),
+                &multi,
+                false,
+            ),
+            (
+                "missing field In",
+                fields(field("region", "In", &["eu"])),
+                &bare,
+                false,
+            ),
+            (
+                "missing field NotIn",
+                fields(field("region", "NotIn", &["eu"])),
+                &bare,
+                true,
+            ),
+            (
+                "unknown key",
+                fields(field("rack", "In", &["r1"])),
+                &east,
+                false,
+            ),
+        ];
+        for (name, aff, cluster, want) in cases {
+            assert_eq!(matches(&aff, cluster), want, "{name}");
+        }
+    }
+}

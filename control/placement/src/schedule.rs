@@ -1,0 +1,282 @@
+//! The pipeline: filter, capacity, score and spread, divide; one attempt per
+//! `clusterAffinities` term until one can hold the workload.
+
+use std::collections::BTreeMap;
+
+use hami_api::binding::TargetCluster;
+use hami_api::propagation::{
+    ClusterAffinity, Placement, ReplicaDivisionPreference, ReplicaSchedulingType,
+    StaticClusterWeight,
+};
+
+use crate::capacity::capacity;
+use crate::divide::{self, Slot};
+use crate::filter::{self, affinity};
+use crate::outcome::{Attempt, Decision, Note, Problem, Reason, Strategy, Unschedulable};
+use crate::spread::{self, Item};
+use crate::view::{BindingView, ClusterView};
+
+/// The division strategy a placement asks for. Divided with the Weighted
+/// preference uses the dynamic weight when set, else the static weights
+/// (an empty list weighs every cluster 1). No strategy means Duplicated.
+pub fn strategy_of(placement: &Placement) -> Strategy {
+    let Some(rs) = &placement.replica_scheduling else {
+        return Strategy::Duplicated;
+    };
+    match rs.replica_scheduling_type {
+        ReplicaSchedulingType::Duplicated => Strategy::Duplicated,
+        ReplicaSchedulingType::Divided => {
+            match rs.replica_division_preference.unwrap_or_default() {
+                ReplicaDivisionPreference::Aggregated => Strategy::Aggregated,
+                ReplicaDivisionPreference::Weighted => {
+                    if rs
+                        .weight_preference
+                        .as_ref()
+                        .is_some_and(|w| w.dynamic_weight.is_some())
+                    {
+                        Strategy::DynamicWeight
+                    } else {
+                        Strategy::StaticWeight
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A cluster's static weight: the largest weight of the rules matching it;
+/// 0 when none matches; 1 for every cluster when the list is empty.
+pub fn static_weight_of(rules: &[StaticClusterWeight], cluster: &ClusterView) -> u64 {
+    if rules.is_empty() {
+        return 1;
+    }
+    rules
+        .iter()
+        .filter(|r| affinity::matches(&r.target_cluster, cluster))
+        .map(|r| u64::try_from(r.weight.max(0)).unwrap_or(0))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Decides the placement of `binding` over `clusters`. `available[i]` is the
+/// accurate estimate for `clusters[i]` (replicas of the binding's shape it
+/// can still take, after the caller subtracted its reservations); `None`, or
+/// a missing entry, means the estimator did not answer.
+pub fn schedule(
+    binding: &BindingView,
+    clusters: &[ClusterView],
+    available: &[Option<i32>],
+) -> Result<Decision, Unschedulable> {
+    let placement = &binding.placement;
+    let current = filter::current_map(binding);
+    let mut attempts = Vec::new();
+    if placement.cluster_affinities.is_empty() {
+        match attempt(
+            binding,
+            clusters,
+            available,
+            placement.cluster_affinity.as_ref(),
+            &current,
+        ) {
+            Ok(d) => return Ok(d),
+            Err(a) => attempts.push(a),
+        }
+    } else {
+        for term in &placement.cluster_affinities {
+            match attempt(binding, clusters, available, Some(&term.affinity), &current) {
+                Ok(mut d) => {
+                    d.affinity_name = Some(term.affinity_name.clone());
+                    return Ok(d);
+                }
+                Err(mut a) => {
+                    a.affinity_name = Some(term.affinity_name.clone());
+                    attempts.push(a);
+                }
+            }
+        }
+    }
+    Err(Unschedulable { attempts })
+}
+
+fn attempt(
+    binding: &BindingView,
+    clusters: &[ClusterView],
+    available: &[Option<i32>],
+    aff: Option<&ClusterAffinity>,
+    current: &BTreeMap<&str, i64>,
+) -> Result<Decision, Attempt> {
+    let placement = &binding.placement;
+    let replicas = i64::from(binding.replicas.max(0));
+    // Kinds without replicas (or scaled to zero) propagate as they are.
+    let strategy = if replicas == 0 {
+        Strategy::Duplicated
+    } else {
+        strategy_of(placement)
+    };
+    let static_rules: &[StaticClusterWeight] = placement
+        .replica_scheduling
+        .as_ref()
+        .and_then(|r| r.weight_preference.as_ref())
+        .map_or(&[], |w| w.static_weight_list.as_slice());
+
+    let mut rejected: Vec<(usize, Reason)> = Vec::new();
+    let passed = filter::run(binding, clusters, aff, current, &mut rejected);
+
+    // Capacity and strategy-specific eligibility.
+    let mut items: Vec<Item> = Vec::with_capacity(passed.len());
+    let mut extra: Vec<(i64, u64, bool)> = Vec::with_capacity(passed.len()); // (available, weight, unreachable)
+    for p in &passed {
+        let view = &clusters[p.index];
+        let cap = capacity(
+            view,
+            &binding.request,
+            available.get(p.index).copied().flatten(),
+        );
+        let effective = cap.replicas.saturating_add(p.current);
+        let mut weight = 0;
+        let ok = match strategy {
+            Strategy::Duplicated => {
+                if effective >= replicas {
+                    true
+                } else {
+                    rejected.push((
+                        p.index,
+                        if cap.unknown {
+                            Reason::NoCapacityData
+                        } else {
+                            Reason::InsufficientCapacity {
+                                available: effective,
+                                needed: replicas,
+                            }
+                        },
+                    ));
+                    false
+                }
+            }
+            Strategy::StaticWeight => {
+                weight = static_weight_of(static_rules, view);
+                if weight == 0 {
+                    rejected.push((p.index, Reason::ZeroStaticWeight));
+                }
+                weight > 0
+            }
+            Strategy::DynamicWeight | Strategy::Aggregated => {
+                if cap.unknown && p.current == 0 {
+                    rejected.push((p.index, Reason::NoCapacityData));
+                }
+                !(cap.unknown && p.current == 0)
+            }
+        };
+        if ok {
+            items.push(Item {
+                cluster: p.index,
+                locality: p.current > 0,
+                capacity: effective,
+            });
+            extra.push((cap.replicas, weight, cap.estimator_unreachable));
+        }
+    }
+
+    let need = match strategy {
+        Strategy::DynamicWeight | Strategy::Aggregated => replicas,
+        Strategy::Duplicated | Strategy::StaticWeight => 0,
+    };
+    let fail = |rejected: Vec<(usize, Reason)>, problems: Vec<Problem>| Attempt {
+        affinity_name: None,
+        considered: clusters.len(),
+        rejected: group(clusters, rejected),
+        problems,
+    };
+    if items.is_empty() {
+        return Err(fail(rejected, vec![]));
+    }
+    let chosen = match spread::select(
+        &placement.spread_constraints,
+        clusters,
+        &items,
+        need,
+        &mut rejected,
+    ) {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => return Err(fail(rejected, vec![])),
+        Err(p) => return Err(fail(rejected, vec![p])),
+    };
+
+    let slots: Vec<Slot<'_>> = chosen
+        .iter()
+        .map(|&pos| {
+            let it = &items[pos];
+            Slot {
+                name: clusters[it.cluster].name.as_str(),
+                current: it.capacity - extra[pos].0,
+                available: extra[pos].0,
+                weight: extra[pos].1,
+            }
+        })
+        .collect();
+    let division = match strategy {
+        Strategy::Duplicated => Ok(divide::duplicated(&slots, replicas)),
+        Strategy::StaticWeight => Ok(divide::static_weight(&binding.key, &slots, replicas)),
+        Strategy::DynamicWeight => {
+            divide::dynamic(&binding.key, &slots, replicas, binding.reschedule)
+        }
+        Strategy::Aggregated => {
+            divide::aggregated(&binding.key, &slots, replicas, binding.reschedule)
+        }
+    };
+    let division = division.map_err(|p| fail(std::mem::take(&mut rejected), vec![p]))?;
+
+    let mut out = Vec::with_capacity(slots.len());
+    let mut notes = Vec::new();
+    for ((slot, &pos), &n) in slots.iter().zip(&chosen).zip(&division.replicas) {
+        if n == 0 && strategy != Strategy::Duplicated {
+            continue;
+        }
+        let (avail, _, unreachable) = extra[pos];
+        if unreachable {
+            notes.push(Note::EstimatorUnreachable {
+                cluster: slot.name.to_string(),
+            });
+        }
+        let estimate = avail.saturating_add(slot.current);
+        if strategy == Strategy::StaticWeight && n > estimate {
+            notes.push(Note::ExceedsEstimate {
+                cluster: slot.name.to_string(),
+                assigned: n,
+                available: estimate,
+            });
+        }
+        out.push(TargetCluster {
+            name: slot.name.to_string(),
+            replicas: i32::try_from(n).unwrap_or(i32::MAX),
+        });
+    }
+    out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    notes.sort_by(|a, b| note_key(a).cmp(note_key(b)));
+    Ok(Decision {
+        clusters: out,
+        affinity_name: None,
+        strategy,
+        mode: division.mode,
+        feasible: items.len(),
+        considered: clusters.len(),
+        notes,
+    })
+}
+
+fn note_key(n: &Note) -> &str {
+    match n {
+        Note::EstimatorUnreachable { cluster } | Note::ExceedsEstimate { cluster, .. } => cluster,
+    }
+}
+
+fn group(
+    clusters: &[ClusterView],
+    rejected: Vec<(usize, Reason)>,
+) -> BTreeMap<String, Vec<Reason>> {
+    let mut out: BTreeMap<String, Vec<Reason>> = BTreeMap::new();
+    for (i, r) in rejected {
+        out.entry(clusters[i].name.clone()).or_default().push(r);
+    }
+    out
+}
