@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-pub use schemas::{ObjectSchema, builtin_schema, crd_schema};
+pub use schemas::{ObjectSchema, builtin_schema, inline_schema};
 
 /// One resource (kind) served by the API, as the documents describe it.
 #[derive(Clone, Debug, PartialEq)]

@@ -42,9 +42,12 @@ pub fn builtin_schema<K: JsonSchema>() -> ObjectSchema {
     }
 }
 
-/// The schema of a custom kind from its CRD's `openAPIV3Schema`. `metadata` is pointed
-/// at ObjectMeta (as Kubernetes publishes CRDs), so `kubectl explain` shows its fields.
-pub fn crd_schema(
+/// The schema of a kind from one self-contained OpenAPI v3 schema of the whole object: a
+/// CRD's `openAPIV3Schema`, or a built-in's schema with its references inlined.
+/// `metadata` is pointed at ObjectMeta (as Kubernetes publishes CRDs), so `kubectl
+/// explain` shows its fields. For built-ins, [`builtin_schema`] shares the components
+/// between kinds instead (a PodSpec once per document, not once per workload kind).
+pub fn inline_schema(
     group: &str,
     version: &str,
     kind: &str,
@@ -60,7 +63,7 @@ pub fn crd_schema(
             }),
         );
     }
-    let name = format!("{}.{version}.{kind}", reverse_domain(group));
+    let name = component_name(group, version, kind);
     let mut g = generator();
     let _ = g.subschema_for::<ObjectMeta>();
     let mut defs = definitions(g);
@@ -71,9 +74,16 @@ pub fn crd_schema(
     }
 }
 
-/// `policy.hami.io` -> `io.hami.policy`, the naming Kubernetes uses for CRD components.
-fn reverse_domain(group: &str) -> String {
-    group.split('.').rev().collect::<Vec<_>>().join(".")
+/// Component names as Kubernetes gives them: `io.k8s.api.core.v1.Pod`,
+/// `io.k8s.api.apps.v1.Deployment`, and the reversed group for CRDs
+/// (`io.hami.policy.v1alpha1.PropagationPolicy`).
+fn component_name(group: &str, version: &str, kind: &str) -> String {
+    let prefix = match group {
+        "" => "io.k8s.api.core".to_owned(),
+        g if !g.contains('.') => format!("io.k8s.api.{g}"),
+        g => g.split('.').rev().collect::<Vec<_>>().join("."),
+    };
+    format!("{prefix}.{version}.{kind}")
 }
 
 /// Components every group-version document holds: ObjectMeta, ListMeta, Status,

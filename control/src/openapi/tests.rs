@@ -23,7 +23,7 @@ fn res(
 }
 
 fn pp_schema() -> ObjectSchema {
-    crd_schema(
+    inline_schema(
         "policy.hami.io",
         "v1alpha1",
         "PropagationPolicy",
@@ -58,6 +58,21 @@ fn fixture() -> OpenApiV3 {
             "namespaces",
             false,
             builtin_schema::<Namespace>(),
+        ),
+        // A built-in given as one inlined schema (how a registry may hold it).
+        res(
+            "",
+            "v1",
+            "ConfigMap",
+            "configmaps",
+            true,
+            inline_schema(
+                "",
+                "v1",
+                "ConfigMap",
+                &json!({"type": "object", "properties": {
+                    "data": {"type": "object", "additionalProperties": {"type": "string"}}}}),
+            ),
         ),
         res(
             "policy.hami.io",
@@ -166,6 +181,12 @@ fn paths_cover_namespaced_and_cluster_forms() {
         paths["/api/v1/pods"]["get"]["operationId"],
         "listCoreV1PodForAllNamespaces"
     );
+    let cm = &d["components"]["schemas"]["io.k8s.api.core.v1.ConfigMap"];
+    assert_eq!(
+        cm["x-kubernetes-group-version-kind"],
+        json!([{"group": "", "kind": "ConfigMap", "version": "v1"}])
+    );
+    assert!(paths.contains_key("/api/v1/namespaces/{namespace}/configmaps/{name}"));
 }
 
 /// What `kubectl explain deploy.spec.replicas` and `pp.spec.placement` do: find the
