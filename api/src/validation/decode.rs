@@ -1,6 +1,7 @@
 //! The single entry point: decode any hami object from JSON and validate it.
 //! Decode errors name the field too (serde_path_to_error tracks the path).
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -22,39 +23,39 @@ pub fn validate(api_version: &str, kind: &str, obj: &Value) -> Result<(), Vec<Fi
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     match (group, version, kind) {
         (CLUSTER_GROUP, CLUSTER_VERSION, "Cluster") => {
-            let c: Cluster = decode(obj)?;
+            let c: Cluster = decode_strict(obj)?;
             into_result(super::validate_cluster(&c))
         }
         (POLICY_GROUP, POLICY_VERSION, "PropagationPolicy") => {
-            let p: PropagationPolicy = decode(obj)?;
+            let p: PropagationPolicy = decode_strict(obj)?;
             into_result(super::validate_propagation_spec(&p.spec, "spec"))
         }
         (POLICY_GROUP, POLICY_VERSION, "ClusterPropagationPolicy") => {
-            let p: ClusterPropagationPolicy = decode(obj)?;
+            let p: ClusterPropagationPolicy = decode_strict(obj)?;
             into_result(super::validate_propagation_spec(&p.spec, "spec"))
         }
         (POLICY_GROUP, POLICY_VERSION, "OverridePolicy") => {
-            let p: OverridePolicy = decode(obj)?;
+            let p: OverridePolicy = decode_strict(obj)?;
             into_result(super::validate_override_spec(&p.spec, "spec"))
         }
         (POLICY_GROUP, POLICY_VERSION, "ClusterOverridePolicy") => {
-            let p: ClusterOverridePolicy = decode(obj)?;
+            let p: ClusterOverridePolicy = decode_strict(obj)?;
             into_result(super::validate_override_spec(&p.spec, "spec"))
         }
         (POLICY_GROUP, POLICY_VERSION, "FederatedResourceQuota") => {
-            let q: FederatedResourceQuota = decode(obj)?;
+            let q: FederatedResourceQuota = decode_strict(obj)?;
             into_result(super::validate_quota_spec(&q.spec, "spec"))
         }
         (WORK_GROUP, WORK_VERSION, "ResourceBinding") => {
-            let b: ResourceBinding = decode(obj)?;
+            let b: ResourceBinding = decode_strict(obj)?;
             into_result(super::validate_binding_spec(&b.spec, "spec"))
         }
         (WORK_GROUP, WORK_VERSION, "ClusterResourceBinding") => {
-            let b: ClusterResourceBinding = decode(obj)?;
+            let b: ClusterResourceBinding = decode_strict(obj)?;
             into_result(super::validate_binding_spec(&b.spec, "spec"))
         }
         (WORK_GROUP, WORK_VERSION, "Work") => {
-            let w: Work = decode(obj)?;
+            let w: Work = decode_strict(obj)?;
             into_result(super::validate_work_spec(&w.spec, "spec"))
         }
         _ => Ok(()),
@@ -71,7 +72,54 @@ pub fn decode<T: DeserializeOwned>(obj: &Value) -> Result<T, Vec<FieldError>> {
             message: "an object must be a JSON object".to_string(),
         }]);
     }
-    serde_path_to_error::deserialize(obj).map_err(|e| vec![decode_error(&e)])
+    let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| vec![decode_error(&e)])?;
+    Ok(typed)
+}
+
+/// Decodes `obj` into `T` as [`decode`] does, and also rejects arrays where the
+/// type has an object: serde's derive reads a struct from a sequence of its
+/// field values, which Kubernetes never accepts.
+fn decode_strict<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<T, Vec<FieldError>> {
+    let typed: T = decode(obj)?;
+    let mut errs = Vec::new();
+    if let Ok(out) = serde_json::to_value(&typed) {
+        check_shapes(obj, &out, "", &mut errs);
+    }
+    if errs.is_empty() {
+        Ok(typed)
+    } else {
+        Err(errs)
+    }
+}
+
+/// Walks the input beside the re-serialized typed value and reports every
+/// place where the input held an array but the type holds an object.
+fn check_shapes(input: &Value, typed: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    match (input, typed) {
+        (Value::Array(_), Value::Object(_)) => errs.push(FieldError {
+            field: path.to_string(),
+            kind: FieldErrorKind::Invalid,
+            message: "must be an object, not an array".to_string(),
+        }),
+        (Value::Object(i), Value::Object(t)) => {
+            for (k, tv) in t {
+                if let Some(iv) = i.get(k) {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    check_shapes(iv, tv, &p, errs);
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(t)) => {
+            for (n, (iv, tv)) in i.iter().zip(t).enumerate() {
+                check_shapes(iv, tv, &format!("{path}[{n}]"), errs);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn decode_error(e: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
@@ -168,6 +216,19 @@ mod tests {
     fn not_an_object_is_invalid_at_root() {
         let e = one_error("work.hami.io/v1alpha2", "Work", &json!([1, 2]));
         assert_eq!(e.field, "");
+        assert_eq!(e.kind, FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn arrays_are_not_objects() {
+        let obj = pp(json!([[{"apiVersion": "apps/v1", "kind": "Deployment"}]]));
+        let e = one_error("policy.hami.io/v1alpha1", "PropagationPolicy", &obj);
+        assert_eq!(e.field, "spec");
+        let obj = pp(json!({
+            "resourceSelectors": [["apps/v1", "Deployment"]],
+        }));
+        let e = one_error("policy.hami.io/v1alpha1", "PropagationPolicy", &obj);
+        assert_eq!(e.field, "spec.resourceSelectors[0]");
         assert_eq!(e.kind, FieldErrorKind::Invalid);
     }
 
