@@ -14,6 +14,13 @@
 //!
 //! Values are opaque bytes (the API server stores JSON without
 //! `metadata.resourceVersion`, which it injects on read).
+//!
+//! Backends: [`EmbeddedStore`] (the durable default: one redb file, group
+//! commit, see [`embedded`]) and [`MemoryStore`] (non-durable, the model the
+//! embedded store is tested against). In both, `watch(prefix, 0)` replays the
+//! whole retained history; to start "from now", pass [`Store::current_revision`]
+//! (or a list's `revision`). `Compacted { oldest }` names the oldest retained
+//! event, so any `after >= oldest - 1` is accepted.
 
 use async_trait::async_trait;
 

@@ -22,7 +22,7 @@
 //! # Writes
 //!
 //! Every write goes through one committer thread that commits queued requests
-//! in groups (see [`committer`]), one fsync per group. A request is answered
+//! in groups (see `committer.rs`), one fsync per group. A request is answered
 //! only after its group is durable.
 
 mod codec;
