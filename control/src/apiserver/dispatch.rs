@@ -31,6 +31,26 @@ impl Ctx {
     pub fn ns(&self) -> Option<&str> {
         self.path.namespace.as_deref()
     }
+
+    /// The field manager of a write: `fieldManager`, else the client's
+    /// program name from User-Agent (as Kubernetes derives it).
+    pub fn manager(&self) -> String {
+        if let Some(m) = self
+            .query
+            .field_manager
+            .as_deref()
+            .filter(|m| !m.is_empty())
+        {
+            return m.to_owned();
+        }
+        self.headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .map(|p| p.trim().chars().take(128).collect::<String>())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
 }
 
 /// A JSON response with the given code.

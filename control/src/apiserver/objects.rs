@@ -179,6 +179,7 @@ pub async fn create(
     kind: &ResourceKind,
     ns: Option<&str>,
     mut object: Value,
+    manager: Option<&str>,
 ) -> Result<Value, ApiError> {
     check_type(kind, &mut object)?;
     check_namespace(kind, ns, &mut object)?;
@@ -231,6 +232,9 @@ pub async fn create(
             name.clone()
         };
         meta::metadata_mut(&mut candidate).insert("name".into(), json!(name));
+        if let Some(manager) = manager {
+            candidate = record_ownership(kind, None, &candidate, manager, None)?;
+        }
         validate(state, kind, &candidate)?;
         let key = keys::object_key(kind, ns, &name);
         match state
@@ -257,6 +261,14 @@ pub enum UpdateScope {
     Status,
 }
 
+/// Which part an update changes and who makes it (`manager: None` leaves
+/// managedFields as they are, e.g. after server-side apply set them).
+#[derive(Clone, Copy, Debug)]
+pub struct UpdateMode<'a> {
+    pub scope: UpdateScope,
+    pub manager: Option<&'a str>,
+}
+
 /// Builds the object an update stores from the current one and the client's
 /// version, applying Kubernetes' rules. Returns the new object, or `None`
 /// when the update removes the last finalizer of an object being deleted.
@@ -267,8 +279,9 @@ pub fn prepare_update(
     name: &str,
     current: &Stored,
     mut new: Value,
-    scope: UpdateScope,
+    mode: UpdateMode<'_>,
 ) -> Result<Option<Value>, ApiError> {
+    let UpdateMode { scope, manager } = mode;
     check_type(kind, &mut new)?;
     check_namespace(kind, ns, &mut new)?;
     let body_name = meta::meta_str(&new, "name").unwrap_or_default();
@@ -361,10 +374,82 @@ pub fn prepare_update(
             return Ok(None);
         }
     }
+    if let Some(manager) = manager {
+        let sub = (scope == UpdateScope::Status).then_some("status");
+        result = record_ownership(kind, Some(old), &result, manager, sub)?;
+    }
     if scope == UpdateScope::Main {
         validate(state, kind, &result)?;
     }
     Ok(Some(result))
+}
+
+/// The patch module's writer for `manager` on `kind`.
+pub fn writer<'a>(
+    kind: &ResourceKind,
+    manager: &'a str,
+    subresource: Option<&'a str>,
+    time: &'a str,
+) -> crate::patch::apply::Writer<'a> {
+    crate::patch::apply::Writer {
+        manager,
+        subresource,
+        has_status_subresource: kind.status_subresource,
+        time,
+    }
+}
+
+/// Maps a server-side apply error: conflicts are 409 with one cause each.
+pub fn apply_error(
+    kind: &ResourceKind,
+    name: &str,
+    err: crate::patch::apply::ApplyError,
+) -> ApiError {
+    use crate::patch::apply::ApplyError;
+    match err {
+        ApplyError::Conflicts(conflicts) => {
+            let causes = conflicts
+                .iter()
+                .map(|c| Cause::new("FieldManagerConflict", &c.field, c.cause_message()))
+                .collect();
+            let message = ApplyError::Conflicts(conflicts).to_string();
+            ApiError::Invalid {
+                message,
+                target: super::status::Target {
+                    name: name.to_owned(),
+                    group: kind.group.clone(),
+                    kind: kind.kind.clone(),
+                },
+                causes,
+            }
+            .into_conflict()
+        }
+        ApplyError::Invalid { path, reason } => ApiError::invalid(
+            &kind.group,
+            &kind.kind,
+            name,
+            vec![Cause::new("FieldValueInvalid", &path, reason)],
+        ),
+    }
+}
+
+/// Records `manager` as the owner of what this write changed (metadata.managedFields).
+fn record_ownership(
+    kind: &ResourceKind,
+    old: Option<&Value>,
+    new: &Value,
+    manager: &str,
+    subresource: Option<&str>,
+) -> Result<Value, ApiError> {
+    let time = meta::now_rfc3339();
+    let name = meta::meta_str(new, "name").unwrap_or_default().to_owned();
+    crate::patch::apply::record_update(
+        old,
+        new,
+        &writer(kind, manager, subresource, &time),
+        "Update",
+    )
+    .map_err(|e| apply_error(kind, &name, e))
 }
 
 /// Writes a prepared update (or the final delete) at `current.revision`.
@@ -378,6 +463,7 @@ pub async fn commit_update(
 ) -> Result<Value, StoreOrApi> {
     let key = keys::object_key(kind, ns, name);
     match prepared {
+        Some(object) if same_object(&object, &current.object) => Ok(current.object.clone()),
         Some(mut object) => {
             let kv = state
                 .store
@@ -397,6 +483,17 @@ pub async fn commit_update(
             Ok(object)
         }
     }
+}
+
+/// True when two versions of an object differ at most in resourceVersion
+/// (a no-op write, which Kubernetes does not store).
+fn same_object(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        meta::metadata_mut(&mut v).remove("resourceVersion");
+        v
+    };
+    strip(a) == strip(b)
 }
 
 /// A failed write: a store error (the caller may retry a conflict) or an API error.
@@ -435,11 +532,20 @@ pub async fn update(
     name: &str,
     new: Value,
     scope: UpdateScope,
+    manager: Option<&str>,
 ) -> Result<Value, ApiError> {
     let pinned = meta::meta_str(&new, "resourceVersion").is_some_and(|rv| !rv.is_empty());
     for _ in 0..MAX_RETRIES {
         let current = get(state, kind, ns, name)?;
-        let prepared = prepare_update(state, kind, ns, name, &current, new.clone(), scope)?;
+        let prepared = prepare_update(
+            state,
+            kind,
+            ns,
+            name,
+            &current,
+            new.clone(),
+            UpdateMode { scope, manager },
+        )?;
         match commit_update(state, kind, ns, name, &current, prepared).await {
             Ok(object) => return Ok(object),
             Err(StoreOrApi::Store(StoreError::Conflict { .. })) if !pinned => continue,
@@ -478,20 +584,85 @@ impl DeleteOptions {
 }
 
 /// DELETE: removes the object, or marks it with deletionTimestamp while
-/// finalizers remain. Deleting a namespace deletes what is in it.
+/// finalizers remain. A namespace turns Terminating at once and is removed,
+/// with everything in it, in the background after [`NAMESPACE_GRACE`]
+/// (so `kubectl delete -f` of a namespace and its content succeeds, as it
+/// does against Kubernetes). Returns the object and whether it is gone.
 pub async fn delete(
-    state: &State,
+    state: &Arc<State>,
     kind: &ResourceKind,
     ns: Option<&str>,
     name: &str,
     options: &DeleteOptions,
-) -> Result<Value, ApiError> {
-    let (object, removed) = delete_object(state, kind, ns, name, options).await?;
-    if removed && kind.group.is_empty() && kind.kind == "Namespace" {
-        delete_namespace_content(state, name).await;
+) -> Result<(Value, bool), ApiError> {
+    if !(kind.group.is_empty() && kind.kind == "Namespace") {
+        return delete_object(state, kind, ns, name, options).await;
     }
-    Ok(object)
+    for _ in 0..MAX_RETRIES {
+        let current = get(state, kind, None, name)?;
+        if current
+            .object
+            .pointer("/metadata/deletionTimestamp")
+            .is_some()
+        {
+            return Ok((current.object, false));
+        }
+        if options
+            .uid
+            .as_ref()
+            .is_some_and(|uid| Some(uid.as_str()) != meta::meta_str(&current.object, "uid"))
+        {
+            return Err(ApiError::conflict(
+                &kind.group,
+                &kind.plural,
+                name,
+                "Precondition failed: UID in precondition does not match the UID of the object",
+            ));
+        }
+        let mut object = current.object.clone();
+        meta::metadata_mut(&mut object)
+            .insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+        object["status"] = json!({"phase": "Terminating"});
+        let key = keys::object_key(kind, None, name);
+        match state
+            .store
+            .update(
+                &key,
+                meta::encode_for_store(&object),
+                Some(current.revision),
+            )
+            .await
+        {
+            Ok(kv) => {
+                meta::set_resource_version(&mut object, kv.mod_revision);
+                let state = state.clone();
+                let kind = Arc::new(kind.clone());
+                let name = name.to_owned();
+                tokio::spawn(async move {
+                    tokio::time::sleep(NAMESPACE_GRACE).await;
+                    delete_namespace_content(&state, &name).await;
+                    if let Err(e) =
+                        delete_object(&state, &kind, None, &name, &DeleteOptions::default()).await
+                    {
+                        tracing::warn!(namespace = name, error = %e, "removing a terminated namespace");
+                    }
+                });
+                return Ok((object, false));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_err(e, kind, name)),
+        }
+    }
+    Err(ApiError::conflict(
+        &kind.group,
+        &kind.plural,
+        name,
+        "too many concurrent updates",
+    ))
 }
+
+/// How long a deleted namespace stays Terminating before its content goes.
+pub const NAMESPACE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Deletes one object; true when it is gone (false: finalizers hold it).
 async fn delete_object(
@@ -615,7 +786,7 @@ pub async fn ensure_default_namespaces(state: &State) -> Result<(), ApiError> {
     };
     for name in ["default", "kube-system"] {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match create(state, &kind, None, object).await {
+        match create(state, &kind, None, object, None).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -115,24 +115,13 @@ fn apply_patch(
                     "PATCH with application/apply-patch+yaml requires the fieldManager parameter",
                 ));
             }
-            server_side_apply(kind, current, applied, manager, ctx.query.force)
+            let time = meta::now_rfc3339();
+            let sub = ctx.path.subresource.as_deref();
+            let writer = objects::writer(kind, manager, sub, &time);
+            crate::patch::apply::apply(current, applied, &writer, ctx.query.force)
+                .map_err(|e| objects::apply_error(kind, name, e))
         }
         _ => Err(ApiError::internal("patch body does not match its type")),
-    }
-}
-
-/// Server-side apply of `applied` by `manager`.
-fn server_side_apply(
-    kind: &ResourceKind,
-    current: Option<&Value>,
-    applied: &Value,
-    manager: &str,
-    force: bool,
-) -> Result<Value, ApiError> {
-    let _ = (kind, force, manager);
-    match current {
-        None => Ok(applied.clone()),
-        Some(doc) => crate::patch::merge::merge_patch(doc, applied).map_err(patch_error),
     }
 }
 
@@ -172,7 +161,7 @@ pub async fn patch(state: Arc<State>, ctx: &Ctx, bytes: Bytes) -> Result<Respons
                 )));
             }
             meta::metadata_mut(&mut patched).insert("name".into(), Value::String(name.clone()));
-            match objects::create(&state, &kind, ns, patched).await {
+            match objects::create(&state, &kind, ns, patched, None).await {
                 Ok(created) => return Ok(json_response(StatusCode::CREATED, &created)),
                 Err(ApiError::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(e),
@@ -187,7 +176,19 @@ pub async fn patch(state: Arc<State>, ctx: &Ctx, bytes: Bytes) -> Result<Respons
         if !pinned {
             meta::set_resource_version(&mut patched, current.revision);
         }
-        let prepared = objects::prepare_update(&state, &kind, ns, &name, &current, patched, scope)?;
+        let manager = (patch_type != PatchType::Apply).then(|| ctx.manager());
+        let prepared = objects::prepare_update(
+            &state,
+            &kind,
+            ns,
+            &name,
+            &current,
+            patched,
+            objects::UpdateMode {
+                scope,
+                manager: manager.as_deref(),
+            },
+        )?;
         match objects::commit_update(&state, &kind, ns, &name, &current, prepared).await {
             Ok(object) => return Ok(json_response(StatusCode::OK, &object)),
             Err(StoreOrApi::Store(StoreError::Conflict { .. })) if !pinned => continue,

@@ -51,6 +51,13 @@ pub enum ApiError {
         target: Target,
         causes: Vec<Cause>,
     },
+    /// Server-side apply conflicts: 409 with a cause per field.
+    #[error("{message}")]
+    ManagerConflict {
+        message: String,
+        target: Target,
+        causes: Vec<Cause>,
+    },
     #[error("{message}")]
     Gone { message: String },
     #[error("request entity too large: limit is {limit} bytes")]
@@ -169,13 +176,31 @@ impl ApiError {
         }
     }
 
+    /// The same error answered as 409 Conflict (field manager conflicts).
+    pub fn into_conflict(self) -> Self {
+        match self {
+            Self::Invalid {
+                message,
+                target,
+                causes,
+            } => Self::ManagerConflict {
+                message,
+                target,
+                causes,
+            },
+            other => other,
+        }
+    }
+
     pub fn code(&self) -> u16 {
         match self {
             Self::BadRequest { .. } => 400,
             Self::NotFound { .. } => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::NotAcceptable { .. } => 406,
-            Self::AlreadyExists { .. } | Self::Conflict { .. } => 409,
+            Self::AlreadyExists { .. } | Self::Conflict { .. } | Self::ManagerConflict { .. } => {
+                409
+            }
             Self::Gone { .. } => 410,
             Self::TooLarge { .. } => 413,
             Self::UnsupportedMediaType { .. } => 415,
@@ -193,7 +218,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "MethodNotAllowed",
             Self::NotAcceptable { .. } => "NotAcceptable",
             Self::AlreadyExists { .. } => "AlreadyExists",
-            Self::Conflict { .. } => "Conflict",
+            Self::Conflict { .. } | Self::ManagerConflict { .. } => "Conflict",
             Self::Gone { .. } => "Expired",
             Self::TooLarge { .. } => "RequestEntityTooLarge",
             Self::UnsupportedMediaType { .. } => "UnsupportedMediaType",
@@ -218,7 +243,9 @@ impl ApiError {
             Self::NotFound { target, .. }
             | Self::AlreadyExists { target, .. }
             | Self::Conflict { target, .. } => Some(target_json(target, &[])),
-            Self::Invalid { target, causes, .. } => Some(target_json(target, causes)),
+            Self::Invalid { target, causes, .. } | Self::ManagerConflict { target, causes, .. } => {
+                Some(target_json(target, causes))
+            }
             _ => None,
         };
         if let Some(details) = details {

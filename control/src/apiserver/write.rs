@@ -15,7 +15,8 @@ use super::request;
 use super::status::ApiError;
 
 pub async fn create(state: Arc<State>, ctx: &Ctx, object: Value) -> Result<Response, ApiError> {
-    let created = objects::create(&state, &ctx.path.kind, ctx.ns(), object).await?;
+    let manager = ctx.manager();
+    let created = objects::create(&state, &ctx.path.kind, ctx.ns(), object, Some(&manager)).await?;
     Ok(json_response(StatusCode::CREATED, &created))
 }
 
@@ -29,8 +30,17 @@ fn scope(ctx: &Ctx) -> UpdateScope {
 
 pub async fn update(state: Arc<State>, ctx: &Ctx, object: Value) -> Result<Response, ApiError> {
     let name = ctx.path.name.as_deref().unwrap_or_default();
-    let updated =
-        objects::update(&state, &ctx.path.kind, ctx.ns(), name, object, scope(ctx)).await?;
+    let manager = ctx.manager();
+    let updated = objects::update(
+        &state,
+        &ctx.path.kind,
+        ctx.ns(),
+        name,
+        object,
+        scope(ctx),
+        Some(&manager),
+    )
+    .await?;
     Ok(json_response(StatusCode::OK, &updated))
 }
 
@@ -46,20 +56,14 @@ fn delete_options(ctx: &Ctx, body: &Bytes) -> Result<DeleteOptions, ApiError> {
 pub async fn delete(state: Arc<State>, ctx: &Ctx, body: Bytes) -> Result<Response, ApiError> {
     let options = delete_options(ctx, &body)?;
     let name = ctx.path.name.as_deref().unwrap_or_default();
-    let object = objects::delete(&state, &ctx.path.kind, ctx.ns(), name, &options).await?;
-    // 202 when finalizers keep the object: the deletion is pending.
-    let code = if object.pointer("/metadata/deletionTimestamp").is_some()
-        && !objects_gone(&state, ctx, name)
-    {
-        StatusCode::ACCEPTED
-    } else {
+    let (object, gone) = objects::delete(&state, &ctx.path.kind, ctx.ns(), name, &options).await?;
+    // 202 when finalizers (or namespace termination) keep the object.
+    let code = if gone {
         StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
     };
     Ok(json_response(code, &object))
-}
-
-fn objects_gone(state: &State, ctx: &Ctx, name: &str) -> bool {
-    objects::get(state, &ctx.path.kind, ctx.ns(), name).is_err()
 }
 
 /// Deletes every object the list selectors match; answers the list of them.
@@ -86,7 +90,7 @@ pub async fn delete_collection(
             .and_then(Value::as_str)
             .map(str::to_owned);
         match objects::delete(&state, kind, ns.as_deref(), &name, &options).await {
-            Ok(object) => deleted.push(object),
+            Ok((object, _)) => deleted.push(object),
             Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
