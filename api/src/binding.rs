@@ -10,8 +10,13 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ResourceHealth, ResourceList};
+use crate::common::{
+    RESOURCE_GPU, RESOURCE_GPU_CORES, RESOURCE_GPU_MEM, RESOURCE_GPU_MEM_PERCENTAGE,
+    ResourceHealth, ResourceList,
+};
+use crate::gpu::split_type_list;
 use crate::propagation::{Placement, PurgeMode};
+use crate::quantity::{QuantityError, parse_quantity};
 
 /// Desired scheduling of one resource template (shared by both binding kinds).
 // The derive's repeated printcolumn(...) keys trip this lint.
@@ -204,6 +209,81 @@ pub struct GpuRequirement {
     pub no_use_types: Vec<String>,
 }
 
+impl GpuRequirement {
+    /// The GPU shape of one replica from its resource list (limits, or requests
+    /// where limits lack the GPU lines) and HAMi's use/nouse type annotations;
+    /// `None` when it asks for no `nvidia.com/gpu`.
+    pub fn from_resources(
+        resources: &ResourceList,
+        use_types: Option<&str>,
+        no_use_types: Option<&str>,
+    ) -> Result<Option<Self>, GpuRequirementError> {
+        let value = |name: &str| -> Result<Option<i64>, GpuRequirementError> {
+            let Some(q) = resources.get(name) else {
+                return Ok(None);
+            };
+            let milli = parse_quantity(&q.0).map_err(|source| GpuRequirementError::Quantity {
+                resource: name.to_string(),
+                source,
+            })?;
+            if milli < 0 || milli % 1000 != 0 {
+                return Err(GpuRequirementError::NotWhole {
+                    resource: name.to_string(),
+                    value: q.0.clone(),
+                });
+            }
+            i64::try_from(milli / 1000)
+                .map(Some)
+                .map_err(|_| GpuRequirementError::NotWhole {
+                    resource: name.to_string(),
+                    value: q.0.clone(),
+                })
+        };
+        let Some(count) = value(RESOURCE_GPU)?.filter(|c| *c > 0) else {
+            return Ok(None);
+        };
+        let percent = |name: &str| -> Result<Option<i32>, GpuRequirementError> {
+            value(name)?
+                .map(|v| {
+                    i32::try_from(v).map_err(|_| GpuRequirementError::NotWhole {
+                        resource: name.to_string(),
+                        value: v.to_string(),
+                    })
+                })
+                .transpose()
+        };
+        Ok(Some(Self {
+            count,
+            memory_mib: value(RESOURCE_GPU_MEM)?,
+            memory_percentage: percent(RESOURCE_GPU_MEM_PERCENTAGE)?,
+            cores: percent(RESOURCE_GPU_CORES)?,
+            use_types: use_types.map(split_type_list).unwrap_or_default(),
+            no_use_types: no_use_types.map(split_type_list).unwrap_or_default(),
+        }))
+    }
+}
+
+/// Why a resource list does not give a GPU shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GpuRequirementError {
+    /// A GPU line is not a quantity.
+    #[error("{resource}: {source}")]
+    Quantity {
+        /// The resource name.
+        resource: String,
+        /// The parse error.
+        source: QuantityError,
+    },
+    /// A GPU line is negative, fractional or too large.
+    #[error("{resource}: {value:?} must be a non-negative whole number")]
+    NotWhole {
+        /// The resource name.
+        resource: String,
+        /// The value given.
+        value: String,
+    },
+}
+
 /// A cluster chosen by the scheduler and its replica count.
 #[derive(
     Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
@@ -281,4 +361,54 @@ pub struct AggregatedStatusItem {
     /// Health of the resource there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<ResourceHealth>,
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    use super::*;
+
+    fn list(items: &[(&str, &str)]) -> ResourceList {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn gpu_shape_from_resources() {
+        let r = list(&[
+            ("cpu", "2"),
+            (RESOURCE_GPU, "2"),
+            (RESOURCE_GPU_MEM, "8000"),
+            (RESOURCE_GPU_CORES, "50"),
+        ]);
+        let g = GpuRequirement::from_resources(&r, Some("A100, H100"), Some("T4"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.count, 2);
+        assert_eq!(g.memory_mib, Some(8000));
+        assert_eq!(g.memory_percentage, None);
+        assert_eq!(g.cores, Some(50));
+        assert_eq!(g.use_types, ["A100", "H100"]);
+        assert_eq!(g.no_use_types, ["T4"]);
+
+        assert_eq!(
+            GpuRequirement::from_resources(&list(&[("cpu", "1")]), None, None),
+            Ok(None)
+        );
+        assert_eq!(
+            GpuRequirement::from_resources(&list(&[(RESOURCE_GPU, "0")]), None, None),
+            Ok(None)
+        );
+        assert!(matches!(
+            GpuRequirement::from_resources(&list(&[(RESOURCE_GPU, "1"), (RESOURCE_GPU_MEM, "1.5")]), None, None),
+            Err(GpuRequirementError::NotWhole { resource, .. }) if resource == RESOURCE_GPU_MEM
+        ));
+        assert!(matches!(
+            GpuRequirement::from_resources(&list(&[(RESOURCE_GPU, "x")]), None, None),
+            Err(GpuRequirementError::Quantity { resource, .. }) if resource == RESOURCE_GPU
+        ));
+    }
 }

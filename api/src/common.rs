@@ -37,18 +37,11 @@ pub fn cluster_of_execution_namespace(namespace: &str) -> Option<&str> {
         .filter(|c| !c.is_empty())
 }
 
-/// HAMi: number of GPUs per replica.
-pub const RESOURCE_GPU: &str = "nvidia.com/gpu";
-/// HAMi: GPU memory per GPU, in MiB.
-pub const RESOURCE_GPU_MEM: &str = "nvidia.com/gpumem";
-/// HAMi: GPU memory per GPU, as a percentage of the device's memory.
-pub const RESOURCE_GPU_MEM_PERCENTAGE: &str = "nvidia.com/gpumem-percentage";
-/// HAMi: percent of one GPU's cores per GPU.
-pub const RESOURCE_GPU_CORES: &str = "nvidia.com/gpucores";
-/// HAMi annotation: comma-separated GPU types a pod may use.
-pub const ANNOTATION_USE_GPU_TYPE: &str = "nvidia.com/use-gputype";
-/// HAMi annotation: comma-separated GPU types a pod must not use.
-pub const ANNOTATION_NOUSE_GPU_TYPE: &str = "nvidia.com/nouse-gputype";
+// HAMi's GPU resource and annotation names, defined once in `gpu`.
+pub use crate::gpu::{
+    NOUSE_GPU_TYPE, RESOURCE_GPU, RESOURCE_GPU_CORES, RESOURCE_GPU_MEM,
+    RESOURCE_GPU_MEM_PERCENTAGE, USE_GPU_TYPE,
+};
 
 /// Condition type: a Cluster is reachable and healthy.
 pub const CONDITION_READY: &str = "Ready";
