@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::State;
@@ -18,6 +18,7 @@ use super::dispatch::json_response;
 use super::registry::ResourceKind;
 use super::request::ApiPath;
 use super::status::ApiError;
+use crate::openapi::{OpenApiResource, OpenApiV3, inline_schema};
 
 /// The Kubernetes version whose API shapes hami follows.
 pub const KUBE_MAJOR: &str = "1";
@@ -134,11 +135,81 @@ pub fn serve(state: &Arc<State>, path: &ApiPath) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// `/openapi/...`: not served yet (answers 404 so clients skip client-side
-/// validation against it).
-pub fn openapi(_state: &Arc<State>, path: &str) -> Option<Result<Response, ApiError>> {
-    if path == "/openapi" || path.starts_with("/openapi/") {
-        return Some(Err(not_found(path)));
+/// The registry as the OpenAPI builder describes it.
+fn openapi_resources(state: &State) -> Vec<OpenApiResource> {
+    state
+        .registry
+        .kinds()
+        .iter()
+        .map(|k| {
+            let schema = k.schema.clone().unwrap_or_else(
+                || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+            );
+            OpenApiResource {
+                group: k.group.clone(),
+                version: k.version.clone(),
+                kind: k.kind.clone(),
+                plural: k.plural.clone(),
+                namespaced: k.namespaced,
+                has_status: k.status_subresource,
+                schema: inline_schema(&k.group, &k.version, &k.kind, &schema),
+            }
+        })
+        .collect()
+}
+
+fn bytes_response(body: &[u8], immutable: bool) -> Response {
+    let mut response = (StatusCode::OK, body.to_vec()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if immutable {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, immutable"),
+        );
     }
-    None
+    response
+}
+
+/// `/openapi/v3` and `/openapi/v3/{group-version}` (built once, on first use).
+/// `/openapi/v2` is not served: clients use v3.
+pub fn openapi(
+    state: &Arc<State>,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Result<Response, ApiError>> {
+    if path != "/openapi" && !path.starts_with("/openapi/") {
+        return None;
+    }
+    let docs = state.openapi.get_or_init(|| {
+        OpenApiV3::build(&openapi_resources(state))
+            .map_err(|e| tracing::error!(error = %e, "building OpenAPI documents"))
+            .ok()
+    });
+    let Some(docs) = docs else {
+        return Some(Err(ApiError::internal(
+            "OpenAPI documents could not be built",
+        )));
+    };
+    let trimmed = path.trim_end_matches('/');
+    if trimmed == "/openapi/v3" {
+        return Some(Ok(bytes_response(docs.root_json(), false)));
+    }
+    let Some(gv) = trimmed.strip_prefix("/openapi/v3/") else {
+        return Some(Err(not_found(path)));
+    };
+    Some(match docs.document_json(gv) {
+        Some(body) => {
+            let hash = docs.document_hash(gv).unwrap_or_default();
+            let asked = query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .any(|kv| kv == format!("hash={hash}"));
+            Ok(bytes_response(body, asked))
+        }
+        None => Err(not_found(path)),
+    })
 }

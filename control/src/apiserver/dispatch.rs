@@ -155,7 +155,7 @@ async fn route(
     body: Body,
 ) -> Routed {
     let other = || "other".to_owned();
-    if let Some(openapi) = discovery::openapi(state, uri.path()) {
+    if let Some(openapi) = discovery::openapi(state, uri.path(), uri.query()) {
         return ("discovery", other(), openapi);
     }
     let path = match request::parse_path(&state.registry, uri.path()) {

@@ -70,6 +70,8 @@ pub struct State {
     pub metric_registry: Arc<prometheus_client::registry::Registry>,
     /// Becomes true when the server shuts down; open watches end then.
     pub shutdown: signal::Receiver<bool>,
+    /// OpenAPI v3 documents, built from the registry on first request.
+    pub openapi: std::sync::OnceLock<Option<crate::openapi::OpenApiV3>>,
 }
 
 /// The API server: state plus its router.
@@ -97,6 +99,7 @@ impl ApiServer {
                 metrics,
                 metric_registry,
                 shutdown,
+                openapi: std::sync::OnceLock::new(),
             }),
         }
     }
