@@ -19,6 +19,9 @@ pub mod quantity;
 pub mod shape;
 pub mod snapshot;
 
+#[cfg(feature = "server")]
+pub mod server;
+
 pub use claim::NodeClaim;
 pub use model::{
     GpuDevice, GpuUse, NodeInfo, PodInfo, PodPhase, Resources, Taint, TaintEffect, WorkloadRef,

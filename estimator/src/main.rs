@@ -1,2 +1,122 @@
-//! `hami-estimator`: serves one cluster's estimator (wired in the next step).
-fn main() {}
+//! `hami-estimator`: serves one member cluster's estimator gRPC (Karmada's
+//! `Estimator` service and hami's `BatchEstimator`) from a fleet
+//! description, plus /metrics, /healthz and /readyz over HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use hami_estimator::fleet::{Fleet, GenerateOptions, generate};
+use hami_estimator::server::{EstimatorMetrics, EstimatorService, http};
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+
+/// Serve one cluster's GPU-exact replica estimates.
+#[derive(Debug, Parser)]
+#[command(name = "hami-estimator", version)]
+struct Args {
+    /// Fleet description (YAML) of the cluster to serve.
+    #[arg(long, env = "HAMI_ESTIMATOR_FLEET", conflicts_with = "generate_nodes")]
+    fleet: Option<PathBuf>,
+    /// Serve a generated random fleet of this many nodes instead of a file.
+    #[arg(long, env = "HAMI_ESTIMATOR_GENERATE_NODES")]
+    generate_nodes: Option<usize>,
+    /// Seed of the generated fleet.
+    #[arg(long, env = "HAMI_ESTIMATOR_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Cluster name to answer for (default: the fleet's `cluster`).
+    #[arg(long, env = "HAMI_ESTIMATOR_CLUSTER")]
+    cluster: Option<String>,
+    /// gRPC listen address (Karmada's estimator port is 10352).
+    #[arg(
+        long,
+        env = "HAMI_ESTIMATOR_GRPC_ADDR",
+        default_value = "0.0.0.0:10352"
+    )]
+    grpc_addr: SocketAddr,
+    /// HTTP listen address for /metrics, /healthz, /readyz.
+    #[arg(
+        long,
+        env = "HAMI_ESTIMATOR_HTTP_ADDR",
+        default_value = "0.0.0.0:10351"
+    )]
+    http_addr: SocketAddr,
+    /// Log as JSON.
+    #[arg(long, env = "HAMI_ESTIMATOR_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let fleet = match (&args.fleet, args.generate_nodes) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Fleet::from_yaml(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        (None, Some(nodes)) => generate(&GenerateOptions {
+            nodes,
+            seed: args.seed,
+            ..GenerateOptions::default()
+        }),
+        (None, None) => anyhow::bail!("give --fleet FILE or --generate-nodes N"),
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+    let snapshot = fleet.snapshot(i64::try_from(now)?)?;
+    let cluster = args
+        .cluster
+        .clone()
+        .unwrap_or_else(|| fleet.cluster.clone());
+    anyhow::ensure!(
+        !cluster.is_empty(),
+        "no cluster name: set `cluster` in the fleet or --cluster"
+    );
+    let stats = snapshot.stats();
+    tracing::info!(
+        cluster,
+        nodes = stats.nodes,
+        pods = stats.pods,
+        classes = stats.classes,
+        "snapshot loaded"
+    );
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(EstimatorMetrics::register(&mut registry));
+    metrics.set_snapshot(stats);
+    let snapshot = Arc::new(Mutex::new(snapshot));
+    let service = EstimatorService::new(cluster, snapshot.clone(), metrics.clone());
+
+    let http_listener = tokio::net::TcpListener::bind(args.http_addr).await?;
+    let router = http::router(http::HttpState {
+        registry: Arc::new(registry),
+        metrics,
+        snapshot,
+    });
+    tracing::info!(addr = %args.http_addr, "serving /metrics, /healthz, /readyz");
+    let http = tokio::spawn(async move { axum::serve(http_listener, router).await });
+
+    tracing::info!(addr = %args.grpc_addr, "serving estimator gRPC");
+    tonic::transport::Server::builder()
+        .add_service(service.clone().karmada())
+        .add_service(service.batch())
+        .serve_with_shutdown(args.grpc_addr, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    http.abort();
+    Ok(())
+}
