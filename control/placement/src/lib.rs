@@ -21,6 +21,7 @@ pub mod filter;
 pub mod outcome;
 pub mod reservations;
 pub mod schedule;
+pub mod sim;
 pub mod spread;
 pub mod view;
 
