@@ -206,7 +206,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         api.patch(&name, &params, &Patch::Apply(&object))
             .await
             .with_context(|| format!("apply {} {name}", target.resource.plural))?;
-        println!("{}/{name} applied", target.singular_or_kind());
+        outln!("{}/{name} applied", target.singular_or_kind());
     }
     Ok(())
 }
@@ -239,8 +239,8 @@ fn print(
         json!({"apiVersion": "v1", "kind": "List", "items": objects})
     };
     match output {
-        Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&value)?),
-        Some(Output::Yaml) => print!("{}", serde_saphyr::to_string(&value)?),
+        Some(Output::Json) => outln!("{}", serde_json::to_string_pretty(&value)?),
+        Some(Output::Yaml) => out!("{}", serde_saphyr::to_string(&value)?),
         Some(Output::Name) => {
             let items = if single {
                 vec![value]
@@ -248,7 +248,7 @@ fn print(
                 value["items"].as_array().cloned().unwrap_or_default()
             };
             for item in items {
-                println!(
+                outln!(
                     "{}/{}",
                     served.singular_or_kind(),
                     text(&item, "/metadata/name")
@@ -285,7 +285,7 @@ fn print(
                 let cells: Vec<String> = (skip..3)
                     .map(|c| format!("{:width$}", row[c], width = widths[c]))
                     .collect();
-                println!("{}", cells.join("   ").trim_end());
+                outln!("{}", cells.join("   ").trim_end());
             }
         }
     }
@@ -364,7 +364,7 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     for (target, ns, name) in targets {
         let api = api_for(&client, &target, ns.as_deref());
         match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => println!("{}/{name} deleted", target.singular_or_kind()),
+            Ok(_) => outln!("{}/{name} deleted", target.singular_or_kind()),
             Err(kube::Error::Api(status)) if status.code == 404 && args.ignore_not_found => {}
             Err(e) => {
                 return Err(e).with_context(|| format!("delete {} {name}", target.resource.plural));

@@ -1,6 +1,22 @@
 //! The `hami` command line: argument types (clap derive, env fallbacks) and
 //! the wiring behind each subcommand.
 
+/// `println!` that reports a closed stdout as an error instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `print!` that reports a closed stdout as an error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod client;
 mod kubeconfig;
 mod up;
@@ -110,7 +126,16 @@ pub fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(cli))
+    match runtime.block_on(run(cli)) {
+        // `hami crds | head`: the reader went away; nothing left to say.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -121,7 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => client::delete(args).await,
         Command::Crds => {
             for crd in hami_api::crds() {
-                println!("---\n{}", serde_saphyr::to_string(&crd)?);
+                outln!("---\n{}", serde_saphyr::to_string(&crd)?);
             }
             Ok(())
         }

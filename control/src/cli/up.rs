@@ -117,10 +117,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     kubeconfig::write_atomic(&kubeconfig_path, &kubeconfig::render(&url))
         .with_context(|| format!("write {}", kubeconfig_path.display()))?;
     tracing::info!(%url, store = if args.in_memory { "memory" } else { "embedded" }, "hami API server ready");
-    println!("hami is serving the Kubernetes API at {url}");
-    println!("  export KUBECONFIG={}", kubeconfig_path.display());
-    println!("  kubectl get namespaces");
-    println!("  kubectl apply -f samples/");
+    outln!("hami is serving the Kubernetes API at {url}");
+    outln!("  export KUBECONFIG={}", kubeconfig_path.display());
+    outln!("  kubectl get namespaces");
+    outln!("  kubectl apply -f samples/");
 
     let mut serving = serving;
     tokio::select! {
