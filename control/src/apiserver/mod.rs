@@ -5,6 +5,7 @@
 //! member-cluster simulator) or build the router with [`ApiServer::router`].
 
 pub mod builtin;
+pub mod deletion;
 mod discovery;
 mod dispatch;
 pub mod hami_kinds;
@@ -110,7 +111,7 @@ impl ApiServer {
 
     /// Creates `default` and `kube-system` if missing.
     pub async fn ensure_default_namespaces(&self) -> Result<(), ApiError> {
-        objects::ensure_default_namespaces(&self.state).await
+        deletion::ensure_default_namespaces(&self.state).await
     }
 
     /// The HTTP router (API, discovery, /healthz, /readyz, /metrics).

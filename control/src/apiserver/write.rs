@@ -8,8 +8,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::State;
+use super::deletion::{self, DeleteOptions};
 use super::dispatch::{Ctx, json_response};
-use super::objects::{self, DeleteOptions, UpdateScope};
+use super::objects::{self, UpdateScope};
 use super::read;
 use super::request;
 use super::status::ApiError;
@@ -56,7 +57,7 @@ fn delete_options(ctx: &Ctx, body: &Bytes) -> Result<DeleteOptions, ApiError> {
 pub async fn delete(state: Arc<State>, ctx: &Ctx, body: Bytes) -> Result<Response, ApiError> {
     let options = delete_options(ctx, &body)?;
     let name = ctx.path.name.as_deref().unwrap_or_default();
-    let (object, gone) = objects::delete(&state, &ctx.path.kind, ctx.ns(), name, &options).await?;
+    let (object, gone) = deletion::delete(&state, &ctx.path.kind, ctx.ns(), name, &options).await?;
     // 202 when finalizers (or namespace termination) keep the object.
     let code = if gone {
         StatusCode::OK
@@ -89,7 +90,7 @@ pub async fn delete_collection(
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        match objects::delete(&state, kind, ns.as_deref(), &name, &options).await {
+        match deletion::delete(&state, kind, ns.as_deref(), &name, &options).await {
             Ok((object, _)) => deleted.push(object),
             Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),
