@@ -1020,3 +1020,58 @@ async fn metrics_count_requests() {
         200
     );
 }
+
+#[tokio::test]
+async fn scale_subresource() {
+    let s = start().await;
+    assert_eq!(s.post(DEPLOYS, &deployment("web", 2)).await.0, 201);
+    let path = format!("{DEPLOYS}/web/scale");
+    let (code, scale) = s.get(&path).await;
+    assert_eq!(code, 200, "{scale}");
+    assert_eq!(
+        (scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()),
+        (Some("Scale"), Some(2))
+    );
+    let (code, scaled) = s
+        .patch(
+            &path,
+            "application/merge-patch+json",
+            r#"{"spec":{"replicas":5}}"#,
+        )
+        .await;
+    assert_eq!(
+        (code, scaled["spec"]["replicas"].as_i64()),
+        (200, Some(5)),
+        "{scaled}"
+    );
+    let (_, d) = s.get(&format!("{DEPLOYS}/web")).await;
+    assert_eq!(
+        (
+            d["spec"]["replicas"].as_i64(),
+            d["metadata"]["generation"].as_i64()
+        ),
+        (Some(5), Some(2))
+    );
+    let mut stale = scale.clone();
+    stale["spec"]["replicas"] = json!(9);
+    assert_eq!(
+        s.put(&path, &stale).await.0,
+        409,
+        "the Scale's resourceVersion is a precondition"
+    );
+    let (code, body) = s
+        .patch(
+            &path,
+            "application/merge-patch+json",
+            r#"{"spec":{"replicas":-1}}"#,
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    // Kinds without a scale subresource do not serve one.
+    assert_eq!(
+        s.get("/api/v1/namespaces/default/configmaps/x/scale")
+            .await
+            .0,
+        404
+    );
+}

@@ -57,6 +57,8 @@ fn build(spec: Spec, schema: Option<Value>, printer_columns: Vec<PrinterColumn>)
         },
         namespaced: spec.namespaced,
         status_subresource: spec.status,
+        scale: matches!(spec.kind, "Deployment" | "StatefulSet" | "ReplicaSet")
+            .then(super::registry::ScalePaths::standard),
         schema,
         printer_columns,
     }

@@ -64,6 +64,17 @@ fn resource_entries(kind: &ResourceKind) -> Vec<Value> {
         main["categories"] = json!(kind.categories);
     }
     let mut entries = vec![main];
+    if kind.scale.is_some() {
+        entries.push(json!({
+            "name": format!("{}/scale", kind.plural),
+            "singularName": "",
+            "namespaced": kind.namespaced,
+            "group": "autoscaling",
+            "version": "v1",
+            "kind": "Scale",
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
     if kind.status_subresource {
         entries.push(json!({
             "name": format!("{}/status", kind.plural),

@@ -17,7 +17,7 @@ use super::discovery;
 use super::metrics::{RequestLabels, VerbLabels};
 use super::request::{self, ApiPath, Query, Representation, ResourcePath};
 use super::status::ApiError;
-use super::{patching, read, watch, write};
+use super::{patching, read, scale, watch, write};
 
 /// Everything a verb handler gets from the request.
 pub struct Ctx {
@@ -216,7 +216,8 @@ async fn route(
     };
     let sub = ctx.path.subresource.clone();
     if let Some(sub) = &sub
-        && (sub != "status" || !ctx.path.kind.status_subresource)
+        && !((sub == "status" && ctx.path.kind.status_subresource)
+            || (sub == "scale" && ctx.path.kind.scale.is_some()))
     {
         return (
             "other",
@@ -229,6 +230,21 @@ async fn route(
                 target: Default::default(),
             }),
         );
+    }
+    if sub.as_deref() == Some("scale") {
+        let (verb, result) = match method {
+            Method::GET => ("get", scale::get(state, &ctx)),
+            Method::PUT => (
+                "update",
+                with_raw_body(state, &ctx, body, scale::update).await,
+            ),
+            Method::PATCH => (
+                "patch",
+                with_raw_body(state, &ctx, body, scale::patch).await,
+            ),
+            _ => ("other", Err(method_not_allowed(&method))),
+        };
+        return (verb, resource, result);
     }
     let has_name = ctx.path.name.is_some();
     let (verb, result) = match (&method, has_name) {

@@ -17,6 +17,7 @@ mod patching;
 mod read;
 pub mod registry;
 pub mod request;
+mod scale;
 pub mod selector;
 pub mod status;
 mod table;

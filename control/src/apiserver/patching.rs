@@ -53,6 +53,32 @@ fn patch_error(err: PatchError) -> ApiError {
     }
 }
 
+/// Applies a merge, JSON or strategic patch body to a plain value (no
+/// strategy: strategic patches merge like merge patches), e.g. a Scale.
+pub fn patch_value(media_type: &str, bytes: &[u8], doc: &Value) -> Result<Value, ApiError> {
+    match PatchType::from_media_type(media_type)? {
+        PatchType::Json => match decode(PatchType::Json, bytes)? {
+            Body::Ops(ops) => {
+                let mut doc = doc.clone();
+                json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::Invalid {
+                    message: format!("the JSON patch could not be applied: {e}"),
+                    target: Default::default(),
+                    causes: Vec::new(),
+                })?;
+                Ok(doc)
+            }
+            Body::Value(_) => Err(ApiError::internal("patch body does not match its type")),
+        },
+        PatchType::Merge | PatchType::Strategic => {
+            let patch = request::decode_object(bytes, "application/json")?;
+            crate::patch::merge::merge_patch(doc, &patch).map_err(patch_error)
+        }
+        PatchType::Apply => Err(ApiError::UnsupportedMediaType {
+            message: "server-side apply is not supported on the scale subresource".into(),
+        }),
+    }
+}
+
 /// A decoded patch body.
 enum Body {
     Value(Value),

@@ -25,6 +25,26 @@ pub struct PrinterColumn {
     pub priority: i32,
 }
 
+/// Where a kind keeps what its scale subresource shows (simple dotted paths
+/// like `.spec.replicas`, as in a CRD's `subresources.scale`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    pub label_selector: Option<String>,
+}
+
+impl ScalePaths {
+    /// `.spec.replicas` / `.status.replicas` / `.status.selector`.
+    pub fn standard() -> Self {
+        Self {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            label_selector: Some(".status.selector".into()),
+        }
+    }
+}
+
 /// Everything the server knows about one served resource.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResourceKind {
@@ -40,6 +60,8 @@ pub struct ResourceKind {
     pub namespaced: bool,
     /// Serves `{plural}/status`; the main resource then ignores status changes.
     pub status_subresource: bool,
+    /// Serves `{plural}/scale` (autoscaling/v1 Scale) when set.
+    pub scale: Option<ScalePaths>,
     /// OpenAPI v3 schema of the object, when known.
     pub schema: Option<Value>,
     pub printer_columns: Vec<PrinterColumn>,
@@ -267,6 +289,16 @@ pub fn kinds_from_crd(crd: &Value) -> Result<Vec<ResourceKind>, RegistryError> {
             categories: categories.clone(),
             namespaced,
             status_subresource: version.pointer("/subresources/status").is_some(),
+            scale: version.pointer("/subresources/scale").and_then(|s| {
+                Some(ScalePaths {
+                    spec_replicas: s.get("specReplicasPath")?.as_str()?.to_owned(),
+                    status_replicas: s.get("statusReplicasPath")?.as_str()?.to_owned(),
+                    label_selector: s
+                        .get("labelSelectorPath")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                })
+            }),
             schema: version.pointer("/schema/openAPIV3Schema").cloned(),
             printer_columns,
         });
