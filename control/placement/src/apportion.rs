@@ -145,9 +145,20 @@ fn estimate(seats: u64, parties: &[Party]) -> Vec<u64> {
                 held[i] = if p.weight == 0 { 0 } else { p.cap };
                 continue;
             }
-            // round(left * w / W) = floor((2 left w + W) / 2W), exactly.
-            let q = (2 * u128::from(left) * u128::from(p.weight) + weight) / (2 * weight);
-            let q = u64::try_from(q).unwrap_or(u64::MAX);
+            // round(left * w / W) = floor((2 left w + W) / 2W), exactly;
+            // in u64 when it fits (a u128 division is several times slower).
+            let q = match (
+                u64::try_from(weight),
+                2u64.checked_mul(left).and_then(|x| x.checked_mul(p.weight)),
+            ) {
+                (Ok(w64), Some(num)) if num.checked_add(w64).is_some() && w64 <= u64::MAX / 2 => {
+                    (num + w64) / (2 * w64)
+                }
+                _ => {
+                    let q = (2 * u128::from(left) * u128::from(p.weight) + weight) / (2 * weight);
+                    u64::try_from(q).unwrap_or(u64::MAX)
+                }
+            };
             if q >= p.cap {
                 capped[i] = true;
                 newly_capped = true;
@@ -165,18 +176,21 @@ fn estimate(seats: u64, parties: &[Party]) -> Vec<u64> {
 /// Exact correction: add the best free offers, drop the worst held ones, and
 /// swap while a free offer beats a held one.
 fn correct(seats: u64, parties: &[Party], held: &mut [u64]) {
-    let mut free: BinaryHeap<Best> = BinaryHeap::with_capacity(parties.len());
-    let mut worst: BinaryHeap<Worst> = BinaryHeap::with_capacity(parties.len());
+    let mut free_v: Vec<Best> = Vec::with_capacity(parties.len());
+    let mut worst_v: Vec<Worst> = Vec::with_capacity(parties.len());
     let mut total: u64 = 0;
     for (i, p) in parties.iter().enumerate() {
         total += held[i];
         if can_grow(p, held[i]) {
-            free.push(Best(offer(parties, i, held[i])));
+            free_v.push(Best(offer(parties, i, held[i])));
         }
         if held[i] > 0 {
-            worst.push(Worst(offer(parties, i, held[i] - 1)));
+            worst_v.push(Worst(offer(parties, i, held[i] - 1)));
         }
     }
+    // Heapify in O(k) rather than k pushes.
+    let mut free = BinaryHeap::from(free_v);
+    let mut worst = BinaryHeap::from(worst_v);
     // Heap entries go stale when a party's count changes; an entry is live
     // only when its seat still matches the party's current count.
     let live_free =
@@ -245,11 +259,34 @@ pub fn apportion_slow(seats: u64, parties: &[Party]) -> Vec<u64> {
 /// `namespace/name` and a cluster name): FNV-1a, then a SplitMix64 finaliser.
 /// Stable across processes, platforms and Rust versions.
 pub fn tie_key(scope: &str, member: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in scope.bytes().chain([0xff]).chain(member.bytes()) {
+    TieScope::new(scope).key(member)
+}
+
+/// [`tie_key`] with the scope hashed once, for many members.
+#[derive(Clone, Copy, Debug)]
+pub struct TieScope(u64);
+
+impl TieScope {
+    /// Hashes `scope` (and a separator no UTF-8 text contains).
+    pub fn new(scope: &str) -> Self {
+        TieScope(fnv(0xcbf2_9ce4_8422_2325, scope.bytes().chain([0xff])))
+    }
+
+    /// The tie key of `member` in this scope.
+    pub fn key(&self, member: &str) -> u64 {
+        finish(fnv(self.0, member.bytes()))
+    }
+}
+
+fn fnv(mut h: u64, bytes: impl Iterator<Item = u8>) -> u64 {
+    for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    h
+}
+
+fn finish(mut h: u64) -> u64 {
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 27;

@@ -13,10 +13,10 @@
 //!   already holding replicas first on a scale-up), the shortest prefix that
 //!   can hold the replicas, divided by capacity within it.
 //!
-//! Ties between equal shares go by [`tie_key`] of the binding and the
+//! Ties between equal shares go by [`crate::apportion::tie_key`] of the binding and the
 //! cluster, never by position.
 
-use crate::apportion::{Party, apportion, tie_key};
+use crate::apportion::{Party, TieScope, apportion};
 use crate::outcome::{Mode, Problem};
 
 /// One chosen cluster, as division sees it.
@@ -56,6 +56,7 @@ fn webster(
     slots: &[Slot<'_>],
     f: impl Fn(usize, &Slot<'_>) -> (i64, i64),
 ) -> Vec<i64> {
+    let ties = TieScope::new(scope);
     let parties: Vec<Party> = slots
         .iter()
         .enumerate()
@@ -64,7 +65,7 @@ fn webster(
             Party {
                 weight: u(weight),
                 cap: u(cap),
-                tie: tie_key(scope, s.name),
+                tie: ties.key(s.name),
             }
         })
         .collect();
