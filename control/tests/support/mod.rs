@@ -1,0 +1,164 @@
+//! Runs the real `hami` binary as a child process for end-to-end tests: a
+//! control plane on a free loopback port with its own data directory.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `hami up` child process. Killed (SIGKILL) when dropped.
+pub struct Hami {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub listen: String,
+}
+
+impl Hami {
+    /// Start `hami up` on `listen` (use "127.0.0.1:0" for a free port) and wait
+    /// until it has written its kubeconfig and answers /readyz.
+    pub fn start(data_dir: &Path, listen: &str) -> Hami {
+        Hami::try_start(data_dir, listen).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start(data_dir: &Path, listen: &str) -> Result<Hami, String> {
+        let kubeconfig = data_dir.join("kubeconfig");
+        let _ = std::fs::remove_file(&kubeconfig);
+        let child = Command::new(env!("CARGO_BIN_EXE_hami"))
+            .args(["up", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn hami up: {e}"))?;
+        let mut hami = Hami {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            listen: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = hami.child.try_wait() {
+                return Err(format!("hami up exited early: {status}"));
+            }
+            if let Ok(text) = std::fs::read_to_string(&kubeconfig)
+                && let Some(server) = server_of(&text)
+            {
+                hami.listen = server.trim_start_matches("http://").to_string();
+                if http_get_status(&hami.listen, "/readyz") == Some(200) {
+                    return Ok(hami);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("hami up did not become ready within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// SIGKILL the process and wait for it: no clean shutdown.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kill and start again on the same address with the same data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = self.listen.clone();
+        // The port was just freed; retry briefly in case the OS still holds it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match Hami::try_start(&self.data_dir, &listen) {
+                Ok(mut fresh) => {
+                    std::mem::swap(&mut self.child, &mut fresh.child);
+                    return; // `fresh` now owns the dead child; its drop is harmless
+                }
+                Err(e) if Instant::now() > deadline => panic!("restart failed: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// A kube client configured from the kubeconfig `hami up` wrote.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+}
+
+impl Drop for Hami {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn server_of(kubeconfig: &str) -> Option<String> {
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))
+        .map(|s| s.trim().trim_matches('"').to_string())
+}
+
+/// Minimal blocking HTTP GET over a raw socket (no client dependency needed).
+pub fn http_get_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Run kubectl against `hami` and return (success, stdout, stderr).
+pub fn kubectl(hami: &Hami, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(hami.kubeconfig())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// kubectl must be installed (`.ci/run` checks it): fail, never skip.
+pub fn kubectl_path() -> PathBuf {
+    for p in ["/usr/bin/kubectl", "/usr/local/bin/kubectl"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!(
+        "kubectl is not installed: the kubectl integration test needs the real kubectl (see .ci/run)"
+    );
+}
+
+/// Repository root (the workspace), for samples/.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
