@@ -231,7 +231,7 @@ fn start(state: &Arc<State>, ctx: &Ctx, options: ListOptions) -> Result<Response
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::selector::LabelSelector;
+    use crate::server::selector::LabelSelector;
     use hami_store::KeyValue;
 
     fn kv(labels: Value, rev: u64) -> KeyValue {

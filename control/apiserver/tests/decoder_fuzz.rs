@@ -2,9 +2,9 @@
 //! value or a 4xx error, never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hami_control::apiserver::registry::Registry;
-use hami_control::apiserver::request::{self, Query};
-use hami_control::apiserver::selector::{FieldSelector, LabelSelector};
+use hami_apiserver::server::registry::Registry;
+use hami_apiserver::server::request::{self, Query};
+use hami_apiserver::server::selector::{FieldSelector, LabelSelector};
 use proptest::prelude::*;
 
 /// Built once: generating the built-in schemas takes a while in debug builds.

@@ -206,7 +206,7 @@ pub fn table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::registry::Registry;
+    use crate::server::registry::Registry;
 
     #[test]
     fn jsonpath_subset() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::io::AsyncBufReadExt;
-use hami_control::apiserver::{self, RunningServer, ServerConfig, hami_kinds};
+use hami_apiserver::server::{RunningServer, ServerConfig, hami_kinds};
 use hami_store::{MemoryOptions, MemoryStore, Store};
 use http::{Method, Request};
 use kube::client::Body;
@@ -28,7 +28,7 @@ async fn start_with(history: usize, config: ServerConfig) -> Server {
         ..MemoryOptions::default()
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = apiserver::spawn(
+    let running = hami_apiserver::spawn(
         listener,
         store.clone(),
         hami_kinds::registry().unwrap(),

@@ -42,7 +42,7 @@ pub fn parse_key<'a>(kind: &ResourceKind, key: &'a str) -> Option<(Option<&'a st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::registry::Registry;
+    use crate::server::registry::Registry;
 
     #[test]
     fn namespaced_and_cluster_keys() {
