@@ -13,9 +13,9 @@
 //! exact comparison with its representative (no answer rests on a hash).
 //!
 //! **Log.** Every node event that moves a node between classes (a pod bound
-//! or gone, a node changed) appends `(old class, new class)` to a log and
-//! costs O(devices) plus a hash-map move: nothing is recomputed at event
-//! time.
+//! or gone, a node changed) appends one `(old class, new class)` entry to a
+//! log (none while no shape is cached) and costs O(devices) plus a
+//! hash-map move: nothing is recomputed at event time.
 //!
 //! **Cache.** For each recently asked shape the cache keeps the cluster
 //! total, the log position it reflects, and the per-class answers. A query
@@ -192,8 +192,10 @@ impl Index {
     }
 
     /// Records that a node moved from `old` to `new` (either may be NO_CLASS).
+    /// With no cached shape nobody will replay it: nothing is kept (a shape
+    /// cached later starts from the log position at that time).
     pub fn log_move(&mut self, old: u64, new: u64) {
-        if old == new {
+        if old == new || self.cache.is_empty() {
             return;
         }
         self.log.push_back((old, new));

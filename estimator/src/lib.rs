@@ -15,6 +15,7 @@ mod generate;
 pub(crate) mod index;
 pub mod k8s;
 pub mod model;
+mod pods;
 pub mod quantity;
 pub mod shape;
 pub mod snapshot;

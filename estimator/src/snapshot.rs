@@ -5,6 +5,8 @@
 //! The snapshot is a plain synchronous struct. Its owner (the agent's
 //! reflector task, or the estimator server) applies events; a query takes
 //! `&mut self` because it updates the per-shape cache (see [`crate::index`]).
+//! Pods are kept in compact slots (see [`crate::pods`]): that is most of the
+//! snapshot's memory.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
@@ -13,19 +15,10 @@ use std::hash::{Hash, Hasher};
 use crate::fit::{DeviceState, node_max_replicas};
 use crate::index::{GroupKey, Index, NO_CLASS};
 use crate::model::{NodeInfo, PodInfo, Resources, Taint, WorkloadRef};
+use crate::pods::{PodTable, PodUse, uuid_hash};
 use crate::shape::ReplicaShape;
 
 const NO_NODE: u32 = u32::MAX;
-
-/// FNV-1a, used to keep device UUIDs as 8 bytes instead of strings.
-fn uuid_hash(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
 
 #[derive(Debug, Default)]
 struct NodeSlot {
@@ -40,21 +33,6 @@ struct NodeSlot {
     device_ids: Box<[u64]>,
     devices: Box<[DeviceState]>,
     pods: Vec<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PodGpu {
-    uuid: u64,
-    mem: u64,
-    cores: u32,
-}
-
-#[derive(Debug, Default)]
-struct PodSlot {
-    node: u32,
-    requests: Resources,
-    whole_gpus: u32,
-    gpus: Box<[PodGpu]>,
 }
 
 /// Counts that describe the snapshot and its index.
@@ -99,9 +77,7 @@ pub struct Snapshot {
     node_free: Vec<u32>,
     node_names: HashMap<Box<str>, u32>,
     present_nodes: usize,
-    pods: Vec<PodSlot>,
-    pod_free: Vec<u32>,
-    pod_keys: HashMap<Box<str>, u32>,
+    pods: PodTable,
     models: Vec<Box<str>>,
     model_ids: HashMap<Box<str>, u32>,
     unschedulable: HashMap<u32, (WorkloadRef, i64)>,
@@ -130,7 +106,7 @@ impl Snapshot {
     pub fn stats(&self) -> SnapshotStats {
         SnapshotStats {
             nodes: self.present_nodes,
-            pods: self.pod_keys.len(),
+            pods: self.pods.len(),
             groups: self.index.live_groups(),
             classes: self.index.live_classes(),
             cached_shapes: self.index.cache.len(),
@@ -186,7 +162,7 @@ impl Snapshot {
     /// Adds or replaces a node.
     pub fn apply_node(&mut self, info: NodeInfo) {
         let id = self.node_slot(&info.name);
-        self.unclassify(id);
+        let old_class = self.unclassify(id);
         let schedulable = info.ready && !info.unschedulable;
         let synthetic = info.gpus.iter().all(|g| g.model.is_empty()) && !info.gpus.is_empty();
         let mut ids = Vec::with_capacity(info.gpus.len());
@@ -225,7 +201,8 @@ impl Snapshot {
         }
         self.nodes[id as usize].group = group;
         self.recompute_devices(id);
-        self.classify(id);
+        let new_class = self.classify(id);
+        self.index.log_move(old_class, new_class);
     }
 
     /// Removes a node. Pods bound to it stay known (and count again if the node returns).
@@ -236,7 +213,8 @@ impl Snapshot {
         if !self.nodes[id as usize].present {
             return;
         }
-        self.unclassify(id);
+        let old_class = self.unclassify(id);
+        self.index.log_move(old_class, NO_CLASS);
         let n = &mut self.nodes[id as usize];
         n.present = false;
         n.devices = Box::default();
@@ -249,32 +227,17 @@ impl Snapshot {
 
     /// Adds or replaces a pod.
     pub fn apply_pod(&mut self, pod: PodInfo) {
-        let key = format!("{}/{}", pod.namespace, pod.name);
         let holds = pod.holds_resources();
-        let gpus: Box<[PodGpu]> = pod
-            .gpus
-            .iter()
-            .map(|g| PodGpu {
-                uuid: uuid_hash(&g.uuid),
-                mem: g.memory_mib,
-                cores: g.cores,
-            })
-            .collect();
-        let mut requests = pod.requests;
-        requests.pods = 1;
+        let used = PodUse::new(pod.requests, pod.whole_gpus, &pod.gpus);
         let node_name = if holds { pod.node.as_deref() } else { None };
-        let id = match self.pod_keys.get(key.as_str()).copied() {
+        let id = match self.pods.find(&pod.namespace, &pod.name) {
             Some(id) => {
-                let p = &self.pods[id as usize];
+                let p = self.pods.get(id);
                 let same_node = match node_name {
                     None => p.node == NO_NODE,
                     Some(n) => p.node != NO_NODE && &*self.nodes[p.node as usize].name == n,
                 };
-                if same_node
-                    && p.requests == requests
-                    && p.whole_gpus == pod.whole_gpus
-                    && p.gpus == gpus
-                {
+                if same_node && p.used == used {
                     // A status-only update: nothing the estimator reads changed.
                     self.track_unschedulable(id, &pod.owner, pod.unschedulable_since_ms, holds);
                     return;
@@ -282,42 +245,27 @@ impl Snapshot {
                 self.detach_pod(id);
                 id
             }
-            None => {
-                let id = match self.pod_free.pop() {
-                    Some(id) => id,
-                    None => {
-                        self.pods.push(PodSlot::default());
-                        (self.pods.len() - 1) as u32
-                    }
-                };
-                self.pod_keys.insert(key.into(), id);
-                id
-            }
+            None => self.pods.insert(&pod.namespace, &pod.name, NO_NODE),
         };
         let node = match node_name {
             Some(n) => self.node_slot(n),
             None => NO_NODE,
         };
-        self.pods[id as usize] = PodSlot {
-            node,
-            requests,
-            whole_gpus: pod.whole_gpus,
-            gpus,
-        };
+        let p = self.pods.get_mut(id);
+        p.node = node;
+        p.used = used;
         self.attach_pod(id);
         self.track_unschedulable(id, &pod.owner, pod.unschedulable_since_ms, holds);
     }
 
     /// Removes a pod.
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
-        let key = format!("{namespace}/{name}");
-        let Some(id) = self.pod_keys.remove(key.as_str()) else {
+        let Some(id) = self.pods.find(namespace, name) else {
             return;
         };
         self.detach_pod(id);
         self.unschedulable.remove(&id);
-        self.pods[id as usize] = PodSlot::default();
-        self.pod_free.push(id);
+        self.pods.remove(id);
     }
 
     fn track_unschedulable(
@@ -338,31 +286,31 @@ impl Snapshot {
     }
 
     fn attach_pod(&mut self, id: u32) {
-        let node = self.pods[id as usize].node;
+        let p = self.pods.get(id);
+        let node = p.node;
         if node == NO_NODE {
             return;
         }
-        let p = &self.pods[id as usize];
         let n = &mut self.nodes[node as usize];
-        n.requested.add(&p.requests);
+        p.used.add_to(&mut n.requested);
         n.pods.push(id);
-        take_devices(n, p, 1);
+        take_devices(n, &p.used, 1);
         self.reclassify(node);
     }
 
     fn detach_pod(&mut self, id: u32) {
-        let node = self.pods[id as usize].node;
+        let p = self.pods.get(id);
+        let node = p.node;
         if node == NO_NODE {
             return;
         }
-        let p = &self.pods[id as usize];
         let n = &mut self.nodes[node as usize];
-        n.requested.sub(&p.requests);
+        p.used.sub_from(&mut n.requested);
         if let Some(pos) = n.pods.iter().position(|x| *x == id) {
             n.pods.swap_remove(pos);
         }
-        take_devices(n, p, -1);
-        self.pods[id as usize].node = NO_NODE;
+        take_devices(n, &p.used, -1);
+        self.pods.get_mut(id).node = NO_NODE;
         self.reclassify(node);
         self.release_node_slot_if_unused(node);
     }
@@ -374,11 +322,15 @@ impl Snapshot {
             d.used_mem = 0;
             d.used_cores = 0;
         }
-        let pods = std::mem::take(&mut n.pods);
-        for p in &pods {
-            take_devices(n, &self.pods[*p as usize], 1);
+        for p in &n.pods {
+            take_devices_of(
+                &n.device_ids,
+                &mut n.devices,
+                n.synthetic_gpus,
+                &self.pods.get(*p).used,
+                1,
+            );
         }
-        n.pods = pods;
     }
 
     fn state_hash(&self, node: u32) -> u64 {
@@ -395,38 +347,42 @@ impl Snapshot {
         h.finish()
     }
 
-    fn unclassify(&mut self, node: u32) {
+    /// Takes a node out of its class; returns that class (NO_CLASS if none).
+    /// The caller logs the move once the node's new class is known.
+    fn unclassify(&mut self, node: u32) -> u64 {
         let n = &self.nodes[node as usize];
         if !n.present || n.class == NO_CLASS {
-            return;
+            return NO_CLASS;
         }
         let (class, pos) = (n.class, n.class_pos);
         if let Some(moved) = self.index.leave_class(class, pos) {
             self.nodes[moved as usize].class_pos = pos;
         }
-        self.index.log_move(class, NO_CLASS);
         self.nodes[node as usize].class = NO_CLASS;
+        class
     }
 
-    fn classify(&mut self, node: u32) {
+    /// Puts a node into the class of its state; returns that class.
+    fn classify(&mut self, node: u32) -> u64 {
         let hash = self.state_hash(node);
         let group = self.nodes[node as usize].group;
         let nodes = &self.nodes;
         let (class, pos) = self.index.enter_class(node, group, hash, |rep| {
             same_state(&nodes[rep as usize], &nodes[node as usize])
         });
-        self.index.log_move(NO_CLASS, class);
         let n = &mut self.nodes[node as usize];
         n.class = class;
         n.class_pos = pos;
+        class
     }
 
     fn reclassify(&mut self, node: u32) {
         if !self.nodes[node as usize].present {
             return;
         }
-        self.unclassify(node);
-        self.classify(node);
+        let old = self.unclassify(node);
+        let new = self.classify(node);
+        self.index.log_move(old, new);
     }
 
     fn view<'a>(&'a self, n: &'a NodeSlot) -> Option<NodeView<'a>> {
@@ -652,42 +608,49 @@ fn same_state(a: &NodeSlot, b: &NodeSlot) -> bool {
 }
 
 /// Adds (`sign = 1`) or removes (`sign = -1`) a pod's device use on its node.
-fn take_devices(n: &mut NodeSlot, p: &PodSlot, sign: i32) {
-    if n.synthetic_gpus {
-        if !p.gpus.is_empty() {
-            // Fall through to UUID matching below.
-        } else {
-            let mut left = p.whole_gpus;
-            for d in n.devices.iter_mut() {
-                if left == 0 {
-                    break;
-                }
-                if sign > 0 && d.used == 0 {
-                    d.used = 1;
-                    d.used_cores = d.total_cores;
-                    left -= 1;
-                } else if sign < 0 && d.used > 0 {
-                    d.used = 0;
-                    d.used_cores = 0;
-                    left -= 1;
-                }
+fn take_devices(n: &mut NodeSlot, p: &PodUse, sign: i32) {
+    take_devices_of(&n.device_ids, &mut n.devices, n.synthetic_gpus, p, sign);
+}
+
+fn take_devices_of(
+    device_ids: &[u64],
+    devices: &mut [DeviceState],
+    synthetic_gpus: bool,
+    p: &PodUse,
+    sign: i32,
+) {
+    if synthetic_gpus && !p.has_gpu_uses() {
+        // GPUs counted from allocatable: the pod holds whole devices.
+        let mut left = p.whole_gpus;
+        for d in devices.iter_mut() {
+            if left == 0 {
+                break;
             }
-            return;
+            if sign > 0 && d.used == 0 {
+                d.used = 1;
+                d.used_cores = d.total_cores;
+                left -= 1;
+            } else if sign < 0 && d.used > 0 {
+                d.used = 0;
+                d.used_cores = 0;
+                left -= 1;
+            }
         }
+        return;
     }
-    for g in p.gpus.iter() {
-        let Some(i) = n.device_ids.iter().position(|id| *id == g.uuid) else {
+    for (uuid, mem, cores) in p.gpu_uses() {
+        let Some(i) = device_ids.iter().position(|id| *id == uuid) else {
             continue;
         };
-        let d = &mut n.devices[i];
+        let d = &mut devices[i];
         if sign > 0 {
             d.used = d.used.saturating_add(1);
-            d.used_mem = d.used_mem.saturating_add(g.mem);
-            d.used_cores = d.used_cores.saturating_add(g.cores);
+            d.used_mem = d.used_mem.saturating_add(mem);
+            d.used_cores = d.used_cores.saturating_add(cores);
         } else {
             d.used = d.used.saturating_sub(1);
-            d.used_mem = d.used_mem.saturating_sub(g.mem);
-            d.used_cores = d.used_cores.saturating_sub(g.cores);
+            d.used_mem = d.used_mem.saturating_sub(mem);
+            d.used_cores = d.used_cores.saturating_sub(cores);
         }
     }
 }
