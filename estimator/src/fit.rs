@@ -167,6 +167,35 @@ pub fn node_max_replicas(
     }
 }
 
+/// The devices one more replica of `g` takes on a node: indices into
+/// `devices` (a node's devices in its [`crate::GpuDevice`] order, as
+/// [`crate::NodeView::devices`] lists them) of the `g.count` devices with
+/// the most room for this shape, ties to the lower index; `None` when fewer
+/// than `g.count` devices can take a unit. Taking the devices with the
+/// largest capacity keeps [`gpu_replicas`]' count reachable: each placement
+/// lowers every chosen capacity by exactly one, and the node then holds
+/// exactly one replica fewer (the member-cluster simulator's binder relies
+/// on this so that what it places matches the estimate).
+pub fn choose_devices(
+    devices: &[DeviceState],
+    g: &GpuRequest,
+    mut model_ok: impl FnMut(u32) -> bool,
+) -> Option<Vec<usize>> {
+    let mut caps: Vec<(u64, usize)> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.capacity(g, model_ok(d.model)), i))
+        .filter(|(c, _)| *c > 0)
+        .collect();
+    if caps.len() < g.count as usize {
+        return None;
+    }
+    caps.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut chosen: Vec<usize> = caps.iter().take(g.count as usize).map(|c| c.1).collect();
+    chosen.sort_unstable();
+    Some(chosen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +211,46 @@ mod tests {
         assert_eq!(gpu_replicas(&[], 0, 7), 7);
         assert_eq!(gpu_replicas(&[4, 4, 4, 4], 4, 100), 4);
         assert_eq!(gpu_replicas(&[4, 4, 4, 3], 4, 100), 3);
+    }
+
+    #[test]
+    fn choose_devices_reaches_the_counted_replicas() {
+        use crate::shape::GpuMemory;
+        let mut rng = crate::fleet::Rng::new(7);
+        for _ in 0..500 {
+            let n = 1 + rng.below(8) as usize;
+            let mut devs: Vec<DeviceState> = (0..n)
+                .map(|_| DeviceState {
+                    model: 0,
+                    healthy: true,
+                    slots: 1 + rng.below(6) as u32,
+                    used: 0,
+                    total_mem: 1024 * (1 + rng.below(8)),
+                    used_mem: 0,
+                    total_cores: 100,
+                    used_cores: 0,
+                })
+                .collect();
+            let g = GpuRequest {
+                count: 1 + rng.below(4) as u32,
+                memory: GpuMemory::Mib(512 * (1 + rng.below(4))),
+                cores: 10 * rng.below(6) as u32,
+                use_types: Vec::new(),
+                nouse_types: Vec::new(),
+            };
+            let caps: Vec<u64> = devs.iter().map(|d| d.capacity(&g, true)).collect();
+            let expected = gpu_replicas(&caps, g.count, u64::MAX);
+            let mut placed = 0;
+            while let Some(chosen) = choose_devices(&devs, &g, |_| true) {
+                assert_eq!(chosen.len(), g.count as usize);
+                for i in chosen {
+                    assert!(devs[i].fits_one(&g, true));
+                    devs[i].take_one(&g);
+                }
+                placed += 1;
+                assert!(placed <= expected, "placed more than counted");
+            }
+            assert_eq!(placed, expected, "caps {caps:?} shape {g:?}");
+        }
     }
 }
