@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::ResourceList;
 
+/// Annotation on a Cluster naming its estimator's gRPC address
+/// (`host:port` or `http://host:port`). The scheduler asks it for accurate
+/// max-replica estimates; without it, the Cluster's resource summary is used.
+pub const ESTIMATOR_ENDPOINT_ANNOTATION: &str = "cluster.hami.io/estimator-endpoint";
+
 /// Desired state of a member cluster.
 // The derive's repeated printcolumn(...) keys trip this lint.
 #[allow(clippy::duplicated_attributes)]

@@ -4,6 +4,8 @@
 //! that module for why not HTTP).
 //!
 //! * [`detector`]: template × policy → ResourceBinding.
+//! * [`scheduler`]: binding × clusters × estimates → `spec.clusters` and the
+//!   `Scheduled` condition, one store write per decision.
 //!
 //! Shared pieces: [`feed`] (store watch → index updates), [`queue`] (keys
 //! with dedup and per-key backoff).
@@ -12,6 +14,7 @@ pub mod detector;
 pub mod feed;
 pub mod objects;
 pub mod queue;
+pub mod scheduler;
 
 use std::sync::Arc;
 
@@ -25,17 +28,19 @@ pub use objects::{ObjectError, Objects};
 #[derive(Clone)]
 pub struct ControllerMetrics {
     pub detector: detector::DetectorMetrics,
+    pub scheduler: scheduler::metrics::SchedulerMetrics,
 }
 
 impl ControllerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         Self {
             detector: detector::DetectorMetrics::register(registry),
+            scheduler: scheduler::metrics::SchedulerMetrics::register(registry),
         }
     }
 }
 
-/// Starts the detector on `state`; they stop when `stop`
+/// Starts the detector and the scheduler on `state`; they stop when `stop`
 /// turns true.
 pub fn start(
     state: Arc<State>,
@@ -44,6 +49,12 @@ pub fn start(
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ObjectError> {
     let objects = Objects::new(state);
     Ok(vec![
-        detector::spawn(objects, metrics.detector, stop)?,
+        detector::spawn(objects.clone(), metrics.detector, stop.clone())?,
+        scheduler::spawn(
+            objects,
+            metrics.scheduler,
+            scheduler::SchedulerConfig::default(),
+            stop,
+        )?,
     ])
 }

@@ -1,0 +1,523 @@
+//! The scheduler: binding × clusters × estimates → `spec.clusters` and the
+//! `Scheduled` condition, in one store write per decision.
+//!
+//! * State: a cluster index (placement views, estimator endpoints,
+//!   revisions) fed by a store watch, read as an `Arc` snapshot copied out
+//!   under a lock held only for the copy; the set of bindings whose last
+//!   decision was unschedulable; the over-commit [`Reservations`].
+//! * Work: a queue of binding keys (dedup, per-key backoff). A pass takes up
+//!   to [`SchedulerConfig::batch`] keys, asks each estimator once for every
+//!   shape of the pass ([`estimate`]), decides each binding with the pure
+//!   placement core, and hands the writes to one writer task.
+//! * Writes: the writer keeps up to [`SchedulerConfig::max_in_flight`]
+//!   writes in flight, so the embedded store's group commit puts many
+//!   decisions in one fsync. A conflict (the binding moved on) retries the
+//!   key; unschedulable bindings retry with backoff and whenever a cluster
+//!   changes.
+//! * Cluster changes requeue only the bindings whose last decision was
+//!   unschedulable; a cluster whose free resources changed has reported what
+//!   was assigned to it, so its reservations are released.
+
+pub mod estimate;
+pub mod metrics;
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hami_api::binding::ResourceBindingSpec;
+use hami_api::cluster::{Cluster, ESTIMATOR_ENDPOINT_ANNOTATION};
+use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION, WORK_GROUP, WORK_VERSION};
+use hami_apiserver::ResourceKind;
+use hami_apiserver::keys::kind_prefix;
+use hami_apiserver::objects::Stored;
+use hami_placement::capacity::general_estimate;
+use hami_placement::{BindingView, ClusterView, Reservations, Shape, schedule};
+use hami_store::KeyValue;
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+
+use super::feed::{self, Change};
+use super::objects::{ObjectError, Objects};
+use super::queue::WorkQueue;
+use estimate::{EstimateConfig, Estimators, Query};
+use metrics::{AttemptResult, SchedulerMetrics};
+
+/// Scheduler settings.
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulerConfig {
+    /// Bindings decided per pass (one estimator call per cluster per pass).
+    pub batch: usize,
+    /// Decision writes in flight at once (they share store commits).
+    pub max_in_flight: usize,
+    pub estimates: EstimateConfig,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            max_in_flight: 64,
+            estimates: EstimateConfig::default(),
+        }
+    }
+}
+
+/// One cluster as the scheduler sees it.
+#[derive(Clone, Debug, PartialEq)]
+struct ClusterEntry {
+    view: ClusterView,
+    endpoint: Option<String>,
+    revision: u64,
+}
+
+/// The clusters at one moment, sorted by name.
+#[derive(Default)]
+struct Snapshot {
+    views: Vec<ClusterView>,
+    endpoints: Vec<Option<String>>,
+    revisions: Vec<u64>,
+}
+
+struct Shared {
+    objects: Objects,
+    rb: Arc<ResourceKind>,
+    crb: Arc<ResourceKind>,
+    clusters: RwLock<(BTreeMap<String, ClusterEntry>, Arc<Snapshot>)>,
+    unschedulable: Mutex<BTreeSet<String>>,
+    reservations: Mutex<Reservations>,
+    queue: WorkQueue,
+    estimators: Estimators,
+    metrics: SchedulerMetrics,
+}
+
+/// One decision on its way to the store.
+struct WriteJob {
+    key: String,
+    stored: Stored,
+    new: Value,
+    scheduled: bool,
+    started: Instant,
+    /// What the decision reserved: (shape, old assignment, new assignment).
+    reserved: Option<(
+        Shape,
+        Vec<hami_api::binding::TargetCluster>,
+        Vec<hami_api::binding::TargetCluster>,
+    )>,
+}
+
+/// Starts the scheduler; it runs until `stop` turns true.
+pub fn spawn(
+    objects: Objects,
+    metrics: SchedulerMetrics,
+    config: SchedulerConfig,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
+    let work = format!("{WORK_GROUP}/{WORK_VERSION}");
+    let rb = objects.kind(&work, "ResourceBinding")?;
+    let crb = objects.kind(&work, "ClusterResourceBinding")?;
+    let cluster_kind = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
+    let shared = Arc::new(Shared {
+        objects,
+        rb: rb.clone(),
+        crb: crb.clone(),
+        clusters: RwLock::default(),
+        unschedulable: Mutex::default(),
+        reservations: Mutex::default(),
+        queue: WorkQueue::new(),
+        estimators: Estimators::new(config.estimates, metrics.clone()),
+        metrics,
+    });
+    let store = shared.objects.store().clone();
+    // Clusters first, so the first bindings meet a populated index.
+    let s = shared.clone();
+    tokio::spawn(feed::run(
+        store.clone(),
+        kind_prefix(&cluster_kind),
+        move |c| s.on_cluster(c),
+        stop.clone(),
+    ));
+    for kind in [&rb, &crb] {
+        let s = shared.clone();
+        tokio::spawn(feed::run(
+            store.clone(),
+            kind_prefix(kind),
+            move |c| s.on_binding(c),
+            stop.clone(),
+        ));
+    }
+    let (tx, rx) = mpsc::channel::<WriteJob>(config.max_in_flight.max(1) * 2);
+    tokio::spawn(writer(shared.clone(), rx, config.max_in_flight.max(1)));
+    let mut stop = stop;
+    Ok(tokio::spawn(async move {
+        // Let the cluster watch list once before deciding anything.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            let batch = tokio::select! {
+                b = shared.queue.pop(config.batch) => b,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if batch.is_empty() {
+                return;
+            }
+            shared.metrics.queue_depth.set(shared.queue.len() as i64);
+            if shared.pass(batch, &tx).await.is_err() {
+                return;
+            }
+        }
+    }))
+}
+
+/// A binding read for a pass.
+struct Item {
+    key: String,
+    stored: Stored,
+    spec: ResourceBindingSpec,
+    shape: Shape,
+    shape_key: String,
+}
+
+impl Shared {
+    fn on_cluster(&self, change: Change) {
+        let entry_of = |kv: &KeyValue| -> Option<ClusterEntry> {
+            let cluster: Cluster = serde_json::from_slice(&kv.value).ok()?;
+            let endpoint = cluster
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ESTIMATOR_ENDPOINT_ANNOTATION))
+                .filter(|e| !e.is_empty())
+                .cloned();
+            Some(ClusterEntry {
+                view: ClusterView::from_cluster(&cluster),
+                endpoint,
+                revision: kv.mod_revision,
+            })
+        };
+        let mut changed = Vec::new();
+        {
+            let mut guard = self.clusters.write();
+            let (index, snapshot) = &mut *guard;
+            match change {
+                Change::Reset(items) => {
+                    index.clear();
+                    for kv in &items {
+                        match entry_of(kv) {
+                            Some(e) => {
+                                changed.push(e.view.name.clone());
+                                index.insert(e.view.name.clone(), e);
+                            }
+                            None => tracing::warn!(
+                                key = kv.key,
+                                "scheduler: unreadable Cluster skipped"
+                            ),
+                        }
+                    }
+                }
+                Change::Apply(kv) => match entry_of(&kv) {
+                    Some(e) => {
+                        let name = e.view.name.clone();
+                        let old = index.insert(name.clone(), e.clone());
+                        if old.as_ref().map(|o| &o.view) != Some(&e.view) {
+                            changed.push(name);
+                        }
+                    }
+                    None => tracing::warn!(key = kv.key, "scheduler: unreadable Cluster skipped"),
+                },
+                Change::Delete(kv) => {
+                    if let Some(e) = entry_of(&kv) {
+                        index.remove(&e.view.name);
+                        changed.push(e.view.name);
+                    }
+                }
+            }
+            let mut snap = Snapshot::default();
+            for e in index.values() {
+                snap.views.push(e.view.clone());
+                snap.endpoints.push(e.endpoint.clone());
+                snap.revisions.push(e.revision);
+            }
+            *snapshot = Arc::new(snap);
+        }
+        if changed.is_empty() {
+            return;
+        }
+        {
+            let mut r = self.reservations.lock();
+            for name in &changed {
+                r.release_cluster(name);
+            }
+        }
+        let keys: Vec<String> = self.unschedulable.lock().iter().cloned().collect();
+        for k in keys {
+            self.queue.add(k);
+        }
+    }
+
+    fn on_binding(&self, change: Change) {
+        let consider = |kv: KeyValue| {
+            let Ok(object) = serde_json::from_slice::<Value>(&kv.value) else {
+                tracing::warn!(key = kv.key, "scheduler: unreadable binding skipped");
+                return;
+            };
+            let mut unsched = self.unschedulable.lock();
+            if status::scheduled_condition(&object) == Some("False") {
+                unsched.insert(kv.key.clone());
+            } else {
+                unsched.remove(&kv.key);
+            }
+            self.metrics.unschedulable.set(unsched.len() as i64);
+            drop(unsched);
+            if status::needs_scheduling(&object) {
+                self.queue.add(kv.key);
+            }
+        };
+        match change {
+            Change::Reset(items) => items.into_iter().for_each(consider),
+            Change::Apply(kv) => consider(kv),
+            Change::Delete(kv) => {
+                let mut unsched = self.unschedulable.lock();
+                unsched.remove(&kv.key);
+                self.metrics.unschedulable.set(unsched.len() as i64);
+            }
+        }
+    }
+
+    /// (kind, namespace, name) of a binding key.
+    fn parse_key<'k>(
+        &self,
+        key: &'k str,
+    ) -> Option<(&Arc<ResourceKind>, Option<&'k str>, &'k str)> {
+        if let Some(rest) = key.strip_prefix(&kind_prefix(&self.rb)) {
+            let (ns, name) = rest.split_once('/')?;
+            return Some((&self.rb, Some(ns), name));
+        }
+        let rest = key.strip_prefix(&kind_prefix(&self.crb))?;
+        Some((&self.crb, None, rest))
+    }
+
+    fn read(&self, key: &str) -> Option<Item> {
+        let (kind, ns, name) = self.parse_key(key)?;
+        let stored = match self.objects.get(kind, ns, name) {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "scheduler: reading a binding failed");
+                return None;
+            }
+        };
+        if !status::needs_scheduling(&stored.object) {
+            return None;
+        }
+        let spec: ResourceBindingSpec = match stored
+            .object
+            .get("spec")
+            .cloned()
+            .map(serde_json::from_value)
+        {
+            Some(Ok(spec)) => spec,
+            _ => {
+                tracing::warn!(key, "scheduler: binding spec unreadable; skipped");
+                self.metrics.attempt(AttemptResult::Error);
+                return None;
+            }
+        };
+        let shape = spec
+            .replica_requirements
+            .as_ref()
+            .map(|r| Shape::from_resource_list(&r.resource_request))
+            .unwrap_or_default();
+        let shape_key = spec
+            .replica_requirements
+            .as_ref()
+            .and_then(|r| serde_json::to_string(r).ok())
+            .unwrap_or_default();
+        Some(Item {
+            key: key.to_string(),
+            stored,
+            spec,
+            shape,
+            shape_key,
+        })
+    }
+
+    async fn pass(&self, batch: Vec<String>, tx: &mpsc::Sender<WriteJob>) -> Result<(), ()> {
+        let started = Instant::now();
+        let mut items = Vec::with_capacity(batch.len());
+        for key in batch {
+            match self.read(&key) {
+                Some(item) => items.push(item),
+                None => self.queue.done(&key),
+            }
+        }
+        let snapshot = self.clusters.read().1.clone();
+        // One estimator call per cluster for all shapes of the pass.
+        let mut queries = Vec::new();
+        for (i, endpoint) in snapshot.endpoints.iter().enumerate() {
+            let Some(endpoint) = endpoint else { continue };
+            let mut seen = BTreeSet::new();
+            for item in &items {
+                let Some(req) = &item.spec.replica_requirements else {
+                    continue;
+                };
+                if item.spec.replicas == 0 || !seen.insert(item.shape_key.as_str()) {
+                    continue;
+                }
+                queries.push(Query {
+                    cluster: snapshot.views[i].name.clone(),
+                    endpoint: endpoint.clone(),
+                    revision: snapshot.revisions[i],
+                    shape_key: item.shape_key.clone(),
+                    requirements: req.clone(),
+                });
+            }
+        }
+        if !queries.is_empty() {
+            self.estimators.fill(queries).await;
+        }
+        let now = hami_apiserver::meta::now_rfc3339();
+        for item in items {
+            let Item {
+                key,
+                stored,
+                spec,
+                shape,
+                shape_key,
+            } = item;
+            let view_key = match self.parse_key(&key) {
+                Some((_, Some(ns), name)) => format!("{ns}/{name}"),
+                Some((_, None, name)) => name.to_string(),
+                None => key.clone(),
+            };
+            let view = BindingView::from_spec(&view_key, &spec, false);
+            let (result, reserved) = {
+                let mut reservations = self.reservations.lock();
+                let available: Vec<Option<i32>> = snapshot
+                    .views
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let accurate = snapshot.endpoints[i].as_ref().and_then(|_| {
+                            self.estimators
+                                .cached(&c.name, &shape_key, snapshot.revisions[i])
+                        });
+                        match accurate {
+                            Some(a) => reservations.adjust(&c.name, &shape, Some(a)),
+                            None => {
+                                // No estimator (or no answer): the general
+                                // estimate, less what was just assigned here.
+                                let reserved = reservations.reserved_for(&c.name, &shape);
+                                if snapshot.endpoints[i].is_some() && reserved == 0 {
+                                    return None;
+                                }
+                                general_estimate(c.free.as_ref(), &shape).map(|g| {
+                                    i32::try_from((g - reserved).max(0)).unwrap_or(i32::MAX)
+                                })
+                            }
+                        }
+                    })
+                    .collect();
+                let t = std::time::Instant::now();
+                let result = schedule(&view, &snapshot.views, &available);
+                self.metrics
+                    .algorithm_seconds
+                    .observe(t.elapsed().as_secs_f64());
+                let reserved = match &result {
+                    Ok(d) => {
+                        reservations.apply_decision(&shape, &view.current, &d.clusters);
+                        Some((shape, view.current.clone(), d.clusters.clone()))
+                    }
+                    Err(_) => None,
+                };
+                (result, reserved)
+            };
+            let new = status::apply(&stored.object, &result, &now);
+            let job = WriteJob {
+                key,
+                stored,
+                new,
+                scheduled: result.is_ok(),
+                started,
+                reserved,
+            };
+            if tx.send(job).await.is_err() {
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(&self, job: WriteJob) {
+        let WriteJob {
+            key,
+            stored,
+            new,
+            scheduled,
+            started,
+            reserved,
+        } = job;
+        let Some((kind, ns, name)) = self.parse_key(&key) else {
+            self.queue.done(&key);
+            return;
+        };
+        let result = self
+            .objects
+            .write(kind, ns, name, &stored, new, status::observe_generation)
+            .await;
+        self.queue.done(&key);
+        match result {
+            Ok(_) => {
+                self.metrics
+                    .e2e_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if scheduled {
+                    self.metrics.attempt(AttemptResult::Scheduled);
+                    self.queue.forget(&key);
+                } else {
+                    self.metrics.attempt(AttemptResult::Unschedulable);
+                    self.queue.retry(&key);
+                }
+            }
+            Err(e) => {
+                if let Some((shape, old, new)) = reserved {
+                    // Give back what this decision reserved beyond the old assignment.
+                    let mut r = self.reservations.lock();
+                    for t in &new {
+                        let before: i64 = old
+                            .iter()
+                            .filter(|o| o.name == t.name)
+                            .map(|o| i64::from(o.replicas))
+                            .sum();
+                        r.release(&t.name, &shape, i64::from(t.replicas) - before);
+                    }
+                }
+                self.metrics.attempt(AttemptResult::Error);
+                let delay = self.queue.retry(&key);
+                if !matches!(e, ObjectError::Conflict) {
+                    tracing::warn!(key, error = %e, ?delay, "scheduler: writing a decision failed");
+                }
+            }
+        }
+    }
+}
+
+/// The one writer: takes decisions in order and keeps up to
+/// `max_in_flight` of them in the store at once.
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteJob>, max_in_flight: usize) {
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    while let Some(job) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let shared = shared.clone();
+        shared.metrics.writes_in_flight.inc();
+        tokio::spawn(async move {
+            shared.write(job).await;
+            shared.metrics.writes_in_flight.dec();
+            drop(permit);
+        });
+    }
+}
