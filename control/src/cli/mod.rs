@@ -19,6 +19,7 @@ macro_rules! out {
 
 mod client;
 mod kubeconfig;
+mod sim;
 mod up;
 
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print the CustomResourceDefinitions of hami's kinds as YAML.
     Crds,
+    /// What-if placement over a described fleet (no servers).
+    Sim(sim::SimArgs),
 }
 
 /// How client commands reach the server.
@@ -144,6 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => client::apply(args).await,
         Command::Get(args) => client::get(args).await,
         Command::Delete(args) => client::delete(args).await,
+        Command::Sim(args) => sim::run(args),
         Command::Crds => {
             for crd in hami_api::crds() {
                 outln!("---\n{}", serde_saphyr::to_string(&crd)?);

@@ -33,6 +33,9 @@ pub struct UpArgs {
     /// Log format.
     #[arg(long, env = "HAMI_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve the API only: no detector, no scheduler.
+    #[arg(long, env = "HAMI_NO_CONTROLLERS")]
+    pub no_controllers: bool,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -90,6 +93,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let mut metric_registry = prometheus_client::registry::Registry::default();
     let metrics = ApiMetrics::register(&mut metric_registry);
+    let controller_metrics = (!args.no_controllers)
+        .then(|| crate::controllers::ControllerMetrics::register(&mut metric_registry));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
@@ -107,6 +112,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .ensure_default_namespaces()
         .await
         .context("create the default namespaces")?;
+    if let Some(m) = controller_metrics {
+        crate::controllers::start(server.state().clone(), m, stopped.clone())
+            .context("start the controllers")?;
+    }
     let mut stopped_rx = stopped;
     let serving = tokio::spawn(server.serve(listener, async move {
         let _ = stopped_rx.wait_for(|s| *s).await;
