@@ -200,10 +200,6 @@ async fn baseline_run(n: usize) -> Duration {
         .objects
         .kind("work.hami.io/v1alpha2", "ResourceBinding")
         .unwrap();
-    let ck = p
-        .objects
-        .kind("cluster.hami.io/v1alpha1", "Cluster")
-        .unwrap();
     let start = Instant::now();
     let clusters: Vec<ClusterView> = p
         .objects
@@ -214,7 +210,6 @@ async fn baseline_run(n: usize) -> Duration {
         .iter()
         .map(|kv| ClusterView::from_cluster(&serde_json::from_slice(&kv.value).unwrap()))
         .collect();
-    let _ = ck;
     let names: Vec<String> = p
         .objects
         .store()

@@ -23,9 +23,9 @@ pub enum Change {
 /// Pause before listing again after a failed watch.
 const RELIST_DELAY: Duration = Duration::from_millis(200);
 
-/// Feeds `handle` with the changes under each of `prefixes` until `stop`
-/// turns true or the store closes. Each prefix is listed then watched in
-/// turn, all in this one task (the index's single writer).
+/// Feeds `handle` with the changes under `prefix` until `stop` turns true
+/// or the store closes: list, then watch from the list's revision, all in
+/// this one task (the index's single writer).
 pub async fn run(
     store: Arc<dyn Store>,
     prefix: String,
