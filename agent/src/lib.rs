@@ -1,0 +1,6 @@
+//! hami's member-cluster side. [`sim`] is the member-cluster simulator: a
+//! Kubernetes API server holding a fleet of GPU nodes, small workload
+//! controllers and a GPU-exact binder, standing in for a real cluster
+//! through the real REST protocol (demos, `hami up --sim-clusters`, tests).
+
+pub mod sim;
