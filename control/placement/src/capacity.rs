@@ -27,65 +27,204 @@ pub struct Capacity {
 /// `gpumem-percentage` and `gpucores` are per-GPU amounts, left to the
 /// accurate estimator. With `pods` listed, each replica takes one pod.
 pub fn general_estimate(free: Option<&Amounts>, request: &Shape) -> Option<i64> {
-    let free = free?;
-    let mut fit = UNBOUNDED;
-    if let Some(pods) = free.get("pods") {
-        fit = fit.min(clamp(pods / 1000));
-    }
-    for (name, &per_replica) in &request.0 {
-        if per_replica <= 0 || is_per_gpu(name) {
-            continue;
+    Demand::new(request).general_estimate(free)
+}
+
+/// Combines the accurate estimate (`None`: the estimator is unreachable) with
+/// the general estimate of `view` for `request`.
+pub fn capacity(view: &ClusterView, request: &Shape, accurate: Option<i32>) -> Capacity {
+    Demand::new(request).capacity(view, accurate)
+}
+
+/// A shape read once for many clusters: the lines of the general estimate,
+/// sorted by resource name, so that each cluster's summary is read in one
+/// ordered pass instead of a map lookup per resource. Per-GPU amounts and
+/// non-positive requests are dropped here, once per decision.
+#[derive(Clone, Debug)]
+pub struct Demand<'a> {
+    lines: Vec<Line<'a>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Line<'a> {
+    name: &'a str,
+    /// Milli-units one replica takes (1000 for the `pods` line: one pod).
+    each: i128,
+    /// Counts only when the summary lists it (`pods` and GPU resources);
+    /// other resources count as 0 free when unlisted.
+    optional: bool,
+}
+
+impl<'a> Demand<'a> {
+    /// Reads `request` (and the implicit one pod per replica).
+    pub fn new(request: &'a Shape) -> Self {
+        let mut lines: Vec<Line<'a>> = Vec::with_capacity(request.0.len() + 1);
+        lines.push(Line {
+            name: "pods",
+            each: 1000,
+            optional: true,
+        });
+        for (name, &each) in &request.0 {
+            if each <= 0 || is_per_gpu(name) {
+                continue;
+            }
+            lines.push(Line {
+                name,
+                each,
+                optional: name.starts_with("nvidia.com/"),
+            });
         }
-        let have = match free.get(name) {
-            Some(v) => *v,
-            None if name.starts_with("nvidia.com/") => continue,
-            None => 0,
-        };
-        fit = fit.min(clamp(have.max(0) / per_replica));
+        // Stable: a requested `pods` line stays after the implicit one.
+        lines.sort_by(|a, b| a.name.cmp(b.name));
+        Demand { lines }
     }
-    Some(fit)
+
+    /// [`general_estimate`] for this shape.
+    pub fn general_estimate(&self, free: Option<&Amounts>) -> Option<i64> {
+        let free = free?;
+        let mut fit = UNBOUNDED;
+        let mut summary = free.iter().peekable();
+        for line in &self.lines {
+            // Both sides are sorted by name: skip summary lines before this one.
+            let mut have = None;
+            while let Some(&(name, &v)) = summary.peek() {
+                match cmp_names(name, line.name) {
+                    std::cmp::Ordering::Less => {
+                        summary.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        have = Some(v);
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            let have = match have {
+                Some(v) => v,
+                None if line.optional => continue,
+                None => 0,
+            };
+            fit = fit.min(replicas_in(have, line.each));
+        }
+        Some(fit)
+    }
+
+    /// [`capacity`] for this shape.
+    pub fn capacity(&self, view: &ClusterView, accurate: Option<i32>) -> Capacity {
+        let general = self.general_estimate(view.free.as_ref());
+        let accurate = accurate.map(|a| i64::from(a.max(0)));
+        match (accurate, general) {
+            (Some(a), Some(g)) => Capacity {
+                replicas: a.min(g),
+                estimator_unreachable: false,
+                unknown: false,
+            },
+            (Some(a), None) => Capacity {
+                replicas: a,
+                estimator_unreachable: false,
+                unknown: false,
+            },
+            (None, Some(g)) => Capacity {
+                replicas: g,
+                estimator_unreachable: true,
+                unknown: false,
+            },
+            (None, None) => Capacity {
+                replicas: 0,
+                estimator_unreachable: true,
+                unknown: true,
+            },
+        }
+    }
+}
+
+/// `a.cmp(b)`, decided on the first byte when that differs (as it does for
+/// most pairs of resource names) without a call to `memcmp`.
+fn cmp_names(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
 }
 
 fn is_per_gpu(name: &str) -> bool {
     name == RESOURCE_GPU_MEM || name == RESOURCE_GPU_MEM_PERCENTAGE || name == RESOURCE_GPU_CORES
 }
 
-fn clamp(v: i128) -> i64 {
-    i64::try_from(v.clamp(0, i128::from(UNBOUNDED))).unwrap_or(UNBOUNDED)
-}
-
-/// Combines the accurate estimate (`None`: the estimator is unreachable) with
-/// the general estimate of `view` for `request`.
-pub fn capacity(view: &ClusterView, request: &Shape, accurate: Option<i32>) -> Capacity {
-    let general = general_estimate(view.free.as_ref(), request);
-    let accurate = accurate.map(|a| i64::from(a.max(0)));
-    match (accurate, general) {
-        (Some(a), Some(g)) => Capacity {
-            replicas: a.min(g),
-            estimator_unreachable: false,
-            unknown: false,
-        },
-        (Some(a), None) => Capacity {
-            replicas: a,
-            estimator_unreachable: false,
-            unknown: false,
-        },
-        (None, Some(g)) => Capacity {
-            replicas: g,
-            estimator_unreachable: true,
-            unknown: false,
-        },
-        (None, None) => Capacity {
-            replicas: 0,
-            estimator_unreachable: true,
-            unknown: true,
-        },
+/// `have / each` clamped to `0..=UNBOUNDED` (`each > 0`); in u64 when both
+/// fit (a u128 division is several times slower).
+fn replicas_in(have: i128, each: i128) -> i64 {
+    if have <= 0 {
+        return 0;
     }
+    let q = match (u64::try_from(have), u64::try_from(each)) {
+        (Ok(h), Ok(e)) => i128::from(h / e),
+        _ => have / each,
+    };
+    i64::try_from(q.min(i128::from(UNBOUNDED))).unwrap_or(UNBOUNDED)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The estimate as first written, one map lookup per resource: the
+    /// reference [`Demand::general_estimate`] must equal.
+    fn by_lookup(free: Option<&Amounts>, request: &Shape) -> Option<i64> {
+        let free = free?;
+        let clamp = |v: i128| i64::try_from(v.clamp(0, i128::from(UNBOUNDED))).unwrap_or(UNBOUNDED);
+        let mut fit = UNBOUNDED;
+        if let Some(pods) = free.get("pods") {
+            fit = fit.min(clamp(pods / 1000));
+        }
+        for (name, &per_replica) in &request.0 {
+            if per_replica <= 0 || is_per_gpu(name) {
+                continue;
+            }
+            let have = match free.get(name) {
+                Some(v) => *v,
+                None if name.starts_with("nvidia.com/") => continue,
+                None => 0,
+            };
+            fit = fit.min(clamp(have.max(0) / per_replica));
+        }
+        Some(fit)
+    }
+
+    fn resources() -> impl Strategy<Value = Vec<(String, i128)>> {
+        let name = prop::sample::select(vec![
+            "cpu",
+            "memory",
+            "pods",
+            "nvidia.com/gpu",
+            "nvidia.com/gpumem",
+            "nvidia.com/gpucores",
+            "nvidia.com/gpumem-percentage",
+            "ephemeral-storage",
+            "a",
+            "zz",
+        ]);
+        let amount = prop_oneof![
+            -5000i128..5000,
+            0i128..10_000_000,
+            any::<i64>().prop_map(i128::from),
+            any::<i128>(),
+        ];
+        prop::collection::vec((name.prop_map(str::to_string), amount), 0..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn one_pass_equals_lookups(free in resources(), request in resources(), listed in any::<bool>()) {
+            let free: Amounts = free.into_iter().collect();
+            let request = Shape(request.into_iter().collect());
+            let free = listed.then_some(&free);
+            prop_assert_eq!(general_estimate(free, &request), by_lookup(free, &request));
+        }
+    }
 
     fn free(pairs: &[(&str, i128)]) -> Amounts {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()

@@ -9,7 +9,7 @@ use hami_api::propagation::{
     StaticClusterWeight,
 };
 
-use crate::capacity::capacity;
+use crate::capacity::Demand;
 use crate::divide::{self, Slot};
 use crate::filter::{self, affinity};
 use crate::outcome::{Attempt, Decision, Note, Problem, Reason, Strategy, Unschedulable};
@@ -47,15 +47,44 @@ pub fn strategy_of(placement: &Placement) -> Strategy {
 /// A cluster's static weight: the largest weight of the rules matching it;
 /// 0 when none matches; 1 for every cluster when the list is empty.
 pub fn static_weight_of(rules: &[StaticClusterWeight], cluster: &ClusterView) -> u64 {
-    if rules.is_empty() {
-        return 1;
+    StaticWeights::new(rules).of(cluster)
+}
+
+/// Static weight rules read once per decision for [`static_weight_of`]:
+/// rules of weight 0 or less are dropped (they cannot raise the maximum
+/// above the 0 of no match) and the rest are ordered by weight, largest
+/// first, so the first rule that matches a cluster gives its weight.
+struct StaticWeights<'a> {
+    /// The list is empty: every cluster weighs 1.
+    uniform: bool,
+    rules: Vec<(&'a ClusterAffinity, u64)>,
+}
+
+impl<'a> StaticWeights<'a> {
+    fn new(rules: &'a [StaticClusterWeight]) -> Self {
+        let mut kept: Vec<(&ClusterAffinity, u64)> = rules
+            .iter()
+            .filter_map(|r| {
+                let w = u64::try_from(r.weight).ok().filter(|&w| w > 0)?;
+                Some((&r.target_cluster, w))
+            })
+            .collect();
+        kept.sort_by_key(|&(_, w)| std::cmp::Reverse(w));
+        StaticWeights {
+            uniform: rules.is_empty(),
+            rules: kept,
+        }
     }
-    rules
-        .iter()
-        .filter(|r| affinity::matches(&r.target_cluster, cluster))
-        .map(|r| u64::try_from(r.weight.max(0)).unwrap_or(0))
-        .max()
-        .unwrap_or(0)
+
+    fn of(&self, cluster: &ClusterView) -> u64 {
+        if self.uniform {
+            return 1;
+        }
+        self.rules
+            .iter()
+            .find(|(target, _)| affinity::matches(target, cluster))
+            .map_or(0, |&(_, w)| w)
+    }
 }
 
 /// Decides the placement of `binding` over `clusters`. `available[i]` is the
@@ -68,22 +97,37 @@ pub fn schedule(
     available: &[Option<i32>],
 ) -> Result<Decision, Unschedulable> {
     let placement = &binding.placement;
-    let current = filter::current_map(binding);
+    let replicas = i64::from(binding.replicas.max(0));
+    let ctx = Context {
+        binding,
+        clusters,
+        available,
+        current: filter::current_map(binding),
+        replicas,
+        // Kinds without replicas (or scaled to zero) propagate as they are.
+        strategy: if replicas == 0 {
+            Strategy::Duplicated
+        } else {
+            strategy_of(placement)
+        },
+        demand: Demand::new(&binding.request),
+        weights: StaticWeights::new(
+            placement
+                .replica_scheduling
+                .as_ref()
+                .and_then(|r| r.weight_preference.as_ref())
+                .map_or(&[], |w| w.static_weight_list.as_slice()),
+        ),
+    };
     let mut attempts = Vec::new();
     if placement.cluster_affinities.is_empty() {
-        match attempt(
-            binding,
-            clusters,
-            available,
-            placement.cluster_affinity.as_ref(),
-            &current,
-        ) {
+        match attempt(&ctx, placement.cluster_affinity.as_ref()) {
             Ok(d) => return Ok(d),
             Err(a) => attempts.push(a),
         }
     } else {
         for term in &placement.cluster_affinities {
-            match attempt(binding, clusters, available, Some(&term.affinity), &current) {
+            match attempt(&ctx, Some(&term.affinity)) {
                 Ok(mut d) => {
                     d.affinity_name = Some(term.affinity_name.clone());
                     return Ok(d);
@@ -98,40 +142,40 @@ pub fn schedule(
     Err(Unschedulable { attempts })
 }
 
-fn attempt(
-    binding: &BindingView,
-    clusters: &[ClusterView],
-    available: &[Option<i32>],
-    aff: Option<&ClusterAffinity>,
-    current: &BTreeMap<&str, i64>,
-) -> Result<Decision, Attempt> {
+/// What every attempt of one decision shares, read once.
+struct Context<'a> {
+    binding: &'a BindingView,
+    clusters: &'a [ClusterView],
+    available: &'a [Option<i32>],
+    current: BTreeMap<&'a str, i64>,
+    replicas: i64,
+    strategy: Strategy,
+    demand: Demand<'a>,
+    weights: StaticWeights<'a>,
+}
+
+fn attempt(ctx: &Context<'_>, aff: Option<&ClusterAffinity>) -> Result<Decision, Attempt> {
+    let Context {
+        binding,
+        clusters,
+        available,
+        replicas,
+        strategy,
+        ..
+    } = *ctx;
     let placement = &binding.placement;
-    let replicas = i64::from(binding.replicas.max(0));
-    // Kinds without replicas (or scaled to zero) propagate as they are.
-    let strategy = if replicas == 0 {
-        Strategy::Duplicated
-    } else {
-        strategy_of(placement)
-    };
-    let static_rules: &[StaticClusterWeight] = placement
-        .replica_scheduling
-        .as_ref()
-        .and_then(|r| r.weight_preference.as_ref())
-        .map_or(&[], |w| w.static_weight_list.as_slice());
 
     let mut rejected: Vec<(usize, Reason)> = Vec::new();
-    let passed = filter::run(binding, clusters, aff, current, &mut rejected);
+    let passed = filter::run(binding, clusters, aff, &ctx.current, &mut rejected);
 
     // Capacity and strategy-specific eligibility.
     let mut items: Vec<Item> = Vec::with_capacity(passed.len());
     let mut extra: Vec<(i64, u64, bool)> = Vec::with_capacity(passed.len()); // (available, weight, unreachable)
     for p in &passed {
         let view = &clusters[p.index];
-        let cap = capacity(
-            view,
-            &binding.request,
-            available.get(p.index).copied().flatten(),
-        );
+        let cap = ctx
+            .demand
+            .capacity(view, available.get(p.index).copied().flatten());
         let effective = cap.replicas.saturating_add(p.current);
         let mut weight = 0;
         let ok = match strategy {
@@ -154,7 +198,7 @@ fn attempt(
                 }
             }
             Strategy::StaticWeight => {
-                weight = static_weight_of(static_rules, view);
+                weight = ctx.weights.of(view);
                 if weight == 0 {
                     rejected.push((p.index, Reason::ZeroStaticWeight));
                 }
@@ -279,4 +323,52 @@ fn group(
         out.entry(clusters[i].name.clone()).or_default().push(r);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The definition: the largest weight of the matching rules, 0 without
+    /// a match, 1 for all when there are no rules.
+    fn by_definition(rules: &[StaticClusterWeight], cluster: &ClusterView) -> u64 {
+        if rules.is_empty() {
+            return 1;
+        }
+        rules
+            .iter()
+            .filter(|r| affinity::matches(&r.target_cluster, cluster))
+            .map(|r| u64::try_from(r.weight.max(0)).unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn first_match_by_weight_is_the_largest(
+            rules in prop::collection::vec(
+                (prop::collection::vec(0usize..4, 0..3), prop::collection::vec(0usize..4, 0..2), -3i64..6),
+                0..6,
+            ),
+            cluster in 0usize..4,
+        ) {
+            let name = |i: usize| format!("c{i}");
+            let rules: Vec<StaticClusterWeight> = rules
+                .into_iter()
+                .map(|(names, exclude, weight)| StaticClusterWeight {
+                    target_cluster: ClusterAffinity {
+                        cluster_names: names.into_iter().map(name).collect(),
+                        exclude: exclude.into_iter().map(name).collect(),
+                        ..Default::default()
+                    },
+                    weight,
+                })
+                .collect();
+            let view = ClusterView::new(name(cluster));
+            prop_assert_eq!(static_weight_of(&rules, &view), by_definition(&rules, &view));
+        }
+    }
 }
