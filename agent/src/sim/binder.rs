@@ -529,3 +529,113 @@ pub fn status_of(w: &Write) -> Option<&Value> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, slots: u32) -> Node {
+        let devices = [gpu::NodeDevice {
+            id: format!("{name}-GPU-0"),
+            count: slots,
+            devmem: 16384,
+            devcore: 100,
+            model: "NVIDIA-T4".into(),
+            health: true,
+            ..Default::default()
+        }];
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {
+                gpu::NODE_NVIDIA_REGISTER: gpu::encode_node_devices(&devices)}},
+            "status": {
+                "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "10"},
+                "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, created: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+            "spec": {"containers": [{"name": "c",
+                "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+        }))
+        .unwrap()
+    }
+
+    fn binds(writes: &[Write]) -> Vec<(String, Value)> {
+        writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Merge { name, patch, .. } => Some((name.clone(), patch.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn oldest_pod_gets_the_gpu_the_other_waits_then_binds() {
+        let mut b = Binder::new(Timing::default());
+        b.apply_node(&node("n1", 1)).unwrap();
+        b.apply_pod(&pod("late", "2025-01-01T00:00:02Z")).unwrap();
+        b.apply_pod(&pod("early", "2025-01-01T00:00:01Z")).unwrap();
+        let writes = b.decide(1_000_000);
+        let bound = binds(&writes);
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].0, "early");
+        assert_eq!(bound[0].1["spec"]["nodeName"], "n1");
+        let alloc = bound[0].1["metadata"]["annotations"][POD_DEVICES_ALLOCATED]
+            .as_str()
+            .unwrap();
+        let parsed = gpu::parse_pod_devices(alloc).unwrap();
+        assert_eq!(parsed[0][0].uuid, "n1-GPU-0");
+        assert_eq!(parsed[0][0].mem_mib, 16384);
+        let late = writes
+            .iter()
+            .find(|w| matches!(w, Write::Status { name, .. } if name == "late"))
+            .and_then(status_of)
+            .unwrap();
+        assert_eq!(late["conditions"][0]["reason"], "Unschedulable");
+        assert!(
+            late["conditions"][0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("0/1 nodes are available")
+        );
+        // The same pass again sends nothing new (the writes are in flight).
+        assert!(binds(&b.decide(1_000_100)).is_empty());
+        // The GPU is freed: the waiting pod binds.
+        b.delete_pod("default", "early");
+        let bound = binds(&b.decide(1_000_200));
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].0, "late");
+    }
+
+    #[test]
+    fn bound_pod_runs_after_the_start_delay() {
+        let mut b = Binder::new(Timing {
+            start_delay_ms: 500,
+            ..Timing::default()
+        });
+        b.apply_node(&node("n1", 4)).unwrap();
+        let mut p = pod("p", "2025-01-01T00:00:01Z");
+        b.apply_pod(&p).unwrap();
+        assert_eq!(binds(&b.decide(1_000_000)).len(), 1);
+        p.spec.as_mut().unwrap().node_name = Some("n1".into());
+        b.apply_pod(&p).unwrap();
+        assert!(b.decide(1_000_100).is_empty());
+        let writes = b.decide(1_000_600);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(status_of(&writes[0]).unwrap()["phase"], "Running");
+    }
+
+    #[test]
+    fn a_failed_bind_is_retried() {
+        let mut b = Binder::new(Timing::default());
+        b.apply_node(&node("n1", 1)).unwrap();
+        b.apply_pod(&pod("p", "2025-01-01T00:00:01Z")).unwrap();
+        assert_eq!(binds(&b.decide(1_000_000)).len(), 1);
+        b.write_failed("default", "p");
+        assert_eq!(binds(&b.decide(1_000_010)).len(), 1);
+    }
+}

@@ -573,3 +573,138 @@ pub fn reconcile_job(job: &Job, pods: &[&Pod], now: &str) -> Vec<Write> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(replicas: i32) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-abc", "namespace": "default", "uid": "rs-uid", "generation": 2},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c"}]}}},
+        }))
+        .unwrap()
+    }
+
+    fn owned_pod(name: &str, node: Option<&str>, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default",
+                "ownerReferences": [owner_ref("apps/v1", "ReplicaSet", "web-abc", "rs-uid")]},
+            "spec": {"nodeName": node, "containers": [{"name": "c"}]},
+            "status": {"phase": if ready { "Running" } else { "Pending" },
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+        .unwrap()
+    }
+
+    fn creates(w: &[Write]) -> Vec<String> {
+        w.iter()
+            .filter_map(|w| match w {
+                Write::Create { object, .. } => {
+                    object["metadata"]["name"].as_str().map(String::from)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn deletes(w: &[Write]) -> Vec<String> {
+        w.iter()
+            .filter_map(|w| match w {
+                Write::Delete { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replicaset_scales_up_with_stable_names_and_status() {
+        let p = owned_pod("web-abc-x", Some("n"), true);
+        let w = reconcile_replicaset(&rs(3), &[&p]);
+        let names = creates(&w);
+        assert_eq!(names.len(), 2);
+        assert_ne!(names[0], names[1]);
+        assert!(names.iter().all(|n| n.starts_with("web-abc-")));
+        // A second pass over the same (stale) state picks the same names.
+        assert_eq!(creates(&reconcile_replicaset(&rs(3), &[&p])), names);
+        let Some(Write::Create { object, .. }) = w.first() else {
+            panic!("no create");
+        };
+        assert_eq!(object["metadata"]["ownerReferences"][0]["uid"], "rs-uid");
+        assert_eq!(object["metadata"]["labels"]["app"], "web");
+        let status = w.iter().find_map(super::super::binder::status_of).unwrap();
+        assert_eq!(status["replicas"], 1);
+        assert_eq!(status["readyReplicas"], 1);
+        assert_eq!(status["observedGeneration"], 2);
+    }
+
+    #[test]
+    fn replicaset_scales_down_unbound_and_unready_first() {
+        let a = owned_pod("a", Some("n"), true);
+        let b = owned_pod("b", None, false);
+        let c = owned_pod("c", Some("n"), false);
+        let w = reconcile_replicaset(&rs(1), &[&a, &b, &c]);
+        assert_eq!(deletes(&w), ["b", "c"]);
+    }
+
+    #[test]
+    fn deployment_creates_its_replicaset_and_retires_old_ones() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "d-uid", "generation": 1},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c"}]}}},
+        }))
+        .unwrap();
+        let (name, hash) = current_replicaset_name(&d).unwrap();
+        let w = reconcile_deployment(&d, &[], "2025-01-01T00:00:00Z");
+        let Some(Write::Create { object, .. }) = w.first() else {
+            panic!("no create: {w:?}");
+        };
+        assert_eq!(object["metadata"]["name"], name.as_str());
+        assert_eq!(
+            object["spec"]["template"]["metadata"]["labels"][POD_TEMPLATE_HASH],
+            hash.as_str()
+        );
+        assert_eq!(
+            object["spec"]["selector"]["matchLabels"][POD_TEMPLATE_HASH],
+            hash.as_str()
+        );
+        let mut old = rs(2);
+        old.metadata.name = Some("web-old".into());
+        let w = reconcile_deployment(&d, &[&old], "2025-01-01T00:00:00Z");
+        assert!(
+            w.iter()
+                .any(|w| matches!(w, Write::Merge { name, patch, .. }
+            if name == "web-old" && patch["spec"]["replicas"] == 0))
+        );
+    }
+
+    #[test]
+    fn job_completes_after_its_completions() {
+        let job: Job = serde_json::from_value(json!({
+            "metadata": {"name": "j", "namespace": "default", "uid": "j-uid"},
+            "spec": {"completions": 2, "template": {"spec": {"containers": [{"name": "c"}]}}},
+        }))
+        .unwrap();
+        let mut done = owned_pod("j-1", Some("n"), false);
+        done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        let w = reconcile_job(&job, &[&done], "2025-01-01T00:00:00Z");
+        assert_eq!(creates(&w).len(), 1);
+        let mut done2 = done.clone();
+        done2.metadata.name = Some("j-2".into());
+        let w = reconcile_job(&job, &[&done, &done2], "2025-01-01T00:00:00Z");
+        assert!(creates(&w).is_empty());
+        let status = w.iter().find_map(super::super::binder::status_of).unwrap();
+        assert_eq!(status["succeeded"], 2);
+        assert!(
+            status["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["type"] == "Complete")
+        );
+    }
+}
