@@ -131,11 +131,16 @@ pub fn applied_annotation(applied: &[AppliedOverride]) -> String {
     let items: Vec<Value> = applied
         .iter()
         .map(|a| {
-            let mut v = json!({"kind": a.kind, "name": a.name, "rules": a.rules});
-            if let (Some(ns), Some(obj)) = (&a.namespace, v.as_object_mut()) {
-                obj.insert("namespace".into(), Value::String(ns.clone()));
+            // Keys inserted in sorted order: the same text whether or not
+            // serde_json keeps insertion order.
+            let mut obj = serde_json::Map::new();
+            obj.insert("kind".into(), json!(a.kind));
+            obj.insert("name".into(), json!(a.name));
+            if let Some(ns) = &a.namespace {
+                obj.insert("namespace".into(), json!(ns));
             }
-            v
+            obj.insert("rules".into(), json!(a.rules));
+            Value::Object(obj)
         })
         .collect();
     Value::Array(items).to_string()

@@ -47,6 +47,10 @@ pub enum ImageError {
     RemoveRepository,
     #[error("{0} needs a value")]
     MissingValue(&'static str),
+    #[error(
+        "{0:?} would read back differently: the first part of the repository looks like a registry host"
+    )]
+    Ambiguous(String),
 }
 
 /// A parsed image reference.
@@ -112,7 +116,7 @@ impl ImageRef {
     }
 
     /// Applies one imageOverrider edit. The result is checked as a whole, so
-    /// an edit never yields an image that does not parse.
+    /// an edited image always parses back to the same reference.
     ///
     /// - Registry: add appends the value to the registry (sets it when there
     ///   is none), replace sets it, remove drops it (Docker Hub then).
@@ -121,7 +125,21 @@ impl ImageRef {
     ///   sets the tag, or the digest when the value is `algorithm:hex`;
     ///   remove drops tag and digest. Setting a tag drops the digest, since a
     ///   digest pins the image and the runtime would ignore the new tag.
+    ///
+    /// On error `self` is unchanged.
     pub fn edit(
+        &mut self,
+        component: ImageComponent,
+        op: OverriderOperator,
+        value: Option<&str>,
+    ) -> Result<(), ImageError> {
+        let mut next = self.clone();
+        next.edit_in_place(component, op, value)?;
+        *self = next;
+        Ok(())
+    }
+
+    fn edit_in_place(
         &mut self,
         component: ImageComponent,
         op: OverriderOperator,
@@ -136,6 +154,11 @@ impl ImageRef {
                     (OverriderOperator::Add, Some(r)) => format!("{r}{v}"),
                     _ => v.to_string(),
                 };
+                // A host without '.' or ':' would read back as part of
+                // the repository.
+                if !is_registry_host(&new) {
+                    return Err(ImageError::Registry(new));
+                }
                 check_registry(&new)?;
                 if self.on_docker_hub()
                     && !DOCKER_HUB.contains(&new.as_str())
@@ -184,6 +207,15 @@ impl ImageRef {
         let name_len = self.registry.as_ref().map_or(0, |r| r.len() + 1) + self.repository.len();
         if name_len > MAX_NAME {
             return Err(ImageError::TooLong);
+        }
+        // Without a registry, a repository such as `a.b/c` would read back
+        // as registry `a.b` (after removing the registry or editing the
+        // repository).
+        if self.registry.is_none()
+            && let Some((first, _)) = self.repository.split_once('/')
+            && is_registry_host(first)
+        {
+            return Err(ImageError::Ambiguous(self.to_string()));
         }
         Ok(())
     }
@@ -495,6 +527,14 @@ mod tests {
                 Ok("library/nginx:1"),
             ),
             (
+                "remove registry of a repository that looks like a host",
+                "reg.io/a.b/c",
+                Registry,
+                Remove,
+                None,
+                Err(ImageError::Ambiguous("a.b/c".into())),
+            ),
+            (
                 "remove absent registry",
                 "nginx",
                 Registry,
@@ -509,6 +549,14 @@ mod tests {
                 Replace,
                 Some("bad host"),
                 Err(ImageError::Registry("bad host".into())),
+            ),
+            (
+                "registry that reads as a namespace",
+                "nginx",
+                Registry,
+                Replace,
+                Some("team"),
+                Err(ImageError::Registry("team".into())),
             ),
             (
                 "registry needs a value",
@@ -534,6 +582,14 @@ mod tests {
                 Add,
                 Some("-gpu"),
                 Ok("reg.io/app-gpu:1"),
+            ),
+            (
+                "repository that reads as a registry",
+                "app",
+                Repository,
+                Replace,
+                Some("localhost/app"),
+                Err(ImageError::Ambiguous("localhost/app".into())),
             ),
             (
                 "remove repository fails",
