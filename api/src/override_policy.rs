@@ -92,7 +92,8 @@ pub struct RuleWithCluster {
     pub overriders: Overriders,
 }
 
-/// The changes of one rule, applied in the order of the fields below.
+/// The changes of one rule. They apply in Karmada's order: images, commands,
+/// args, labels, annotations, and the plaintext JSON patch last.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Overriders {
