@@ -41,6 +41,13 @@ struct Offer {
 impl Offer {
     /// Priority `w / (k + 1/2)` compared exactly: `w_a (2k_b + 1)` vs `w_b (2k_a + 1)`.
     fn priority_cmp(&self, other: &Self) -> Ordering {
+        // In u64 when every factor is below 2^31 (products below 2^63): the
+        // common case, and cheaper than two 128-bit multiplications.
+        if (self.weight | other.weight | self.seat | other.seat) >> 31 == 0 {
+            let lhs = self.weight * (2 * other.seat + 1);
+            let rhs = other.weight * (2 * self.seat + 1);
+            return lhs.cmp(&rhs);
+        }
         let lhs = u128::from(self.weight) * (2 * u128::from(other.seat) + 1);
         let rhs = u128::from(other.weight) * (2 * u128::from(self.seat) + 1);
         lhs.cmp(&rhs)

@@ -2,6 +2,8 @@
 //! accurate estimate (the estimator service, node by node) and a general one
 //! from the cluster's resource summary (all nodes pooled, so an upper bound).
 
+use std::cmp::Ordering;
+
 use hami_api::common::{RESOURCE_GPU_CORES, RESOURCE_GPU_MEM, RESOURCE_GPU_MEM_PERCENTAGE};
 
 use crate::view::{Amounts, ClusterView, Shape};
@@ -82,29 +84,31 @@ impl<'a> Demand<'a> {
     /// [`general_estimate`] for this shape.
     pub fn general_estimate(&self, free: Option<&Amounts>) -> Option<i64> {
         let free = free?;
+        let lines = self.lines.as_slice();
         let mut fit = UNBOUNDED;
-        let mut summary = free.iter().peekable();
-        for line in &self.lines {
-            // Both sides are sorted by name: skip summary lines before this one.
-            let mut have = None;
-            while let Some(&(name, &v)) = summary.peek() {
-                match cmp_names(name, line.name) {
-                    std::cmp::Ordering::Less => {
-                        summary.next();
+        // Both sides are sorted by name: walk the summary once, moving
+        // through the lines alongside.
+        let mut next = 0;
+        for (name, &have) in free {
+            while let Some(line) = lines.get(next) {
+                match cmp_names(line.name, name) {
+                    Ordering::Less => {
+                        // Not in the summary: nothing free, unless optional.
+                        if !line.optional {
+                            fit = 0;
+                        }
                     }
-                    std::cmp::Ordering::Equal => {
-                        have = Some(v);
-                        break;
-                    }
-                    std::cmp::Ordering::Greater => break,
+                    Ordering::Equal => fit = fit.min(replicas_in(have, line.each)),
+                    Ordering::Greater => break,
                 }
+                next += 1;
             }
-            let have = match have {
-                Some(v) => v,
-                None if line.optional => continue,
-                None => 0,
-            };
-            fit = fit.min(replicas_in(have, line.each));
+            if next == lines.len() {
+                break;
+            }
+        }
+        if lines[next..].iter().any(|line| !line.optional) {
+            fit = 0;
         }
         Some(fit)
     }
@@ -140,7 +144,7 @@ impl<'a> Demand<'a> {
 
 /// `a.cmp(b)`, decided on the first byte when that differs (as it does for
 /// most pairs of resource names) without a call to `memcmp`.
-fn cmp_names(a: &str, b: &str) -> std::cmp::Ordering {
+fn cmp_names(a: &str, b: &str) -> Ordering {
     match (a.as_bytes().first(), b.as_bytes().first()) {
         (Some(x), Some(y)) if x != y => x.cmp(y),
         _ => a.cmp(b),

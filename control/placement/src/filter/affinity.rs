@@ -12,23 +12,61 @@ use crate::view::ClusterView;
 
 /// Whether `cluster` is in the set `affinity` describes.
 pub fn matches(affinity: &ClusterAffinity, cluster: &ClusterView) -> bool {
-    if !affinity.cluster_names.is_empty() && !affinity.cluster_names.contains(&cluster.name) {
-        return false;
+    names_match(affinity, cluster)
+        && affinity
+            .label_selector
+            .as_ref()
+            .is_none_or(|sel| labels_match(sel, &cluster.labels))
+        && affinity
+            .field_selector
+            .as_ref()
+            .is_none_or(|sel| fields_match(sel, cluster))
+}
+
+/// [`matches`] for many clusters: the selector's matchLabels are read once
+/// into a list, so that matching a cluster does not walk the selector's map.
+#[derive(Clone, Debug)]
+pub struct Compiled<'a> {
+    affinity: &'a ClusterAffinity,
+    match_labels: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Compiled<'a> {
+    /// Reads `affinity` once.
+    pub fn new(affinity: &'a ClusterAffinity) -> Self {
+        let match_labels = affinity
+            .label_selector
+            .as_ref()
+            .and_then(|sel| sel.match_labels.as_ref())
+            .map(|ml| ml.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+            .unwrap_or_default();
+        Compiled {
+            affinity,
+            match_labels,
+        }
     }
-    if affinity.exclude.contains(&cluster.name) {
-        return false;
+
+    /// [`matches`] for this affinity.
+    pub fn matches(&self, cluster: &ClusterView) -> bool {
+        let a = self.affinity;
+        names_match(a, cluster)
+            && a.label_selector.as_ref().is_none_or(|sel| {
+                let labels = &cluster.labels;
+                self.match_labels
+                    .iter()
+                    .all(|&(k, v)| labels.get(k).is_some_and(|have| have == v))
+                    && expressions_match(sel, labels)
+            })
+            && a.field_selector
+                .as_ref()
+                .is_none_or(|sel| fields_match(sel, cluster))
     }
-    if let Some(sel) = &affinity.label_selector
-        && !labels_match(sel, &cluster.labels)
-    {
-        return false;
-    }
-    if let Some(sel) = &affinity.field_selector
-        && !fields_match(sel, cluster)
-    {
-        return false;
-    }
-    true
+}
+
+/// `clusterNames` (when set) lists the cluster and `exclude` does not.
+fn names_match(affinity: &ClusterAffinity, cluster: &ClusterView) -> bool {
+    (affinity.cluster_names.is_empty() || affinity.cluster_names.contains(&cluster.name))
+        && !affinity.exclude.contains(&cluster.name)
 }
 
 /// Kubernetes label selector semantics: matchLabels and matchExpressions
@@ -39,6 +77,11 @@ pub fn labels_match(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> b
     {
         return false;
     }
+    expressions_match(sel, labels)
+}
+
+/// The matchExpressions part of [`labels_match`].
+fn expressions_match(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let exprs = sel.match_expressions.as_deref().unwrap_or_default();
     exprs.iter().all(|e| {
         let values = e.values.as_deref().unwrap_or_default();
@@ -250,6 +293,11 @@ mod tests {
         ];
         for (name, aff, cluster, want) in cases {
             assert_eq!(matches(&aff, cluster), want, "{name}");
+            assert_eq!(
+                Compiled::new(&aff).matches(cluster),
+                want,
+                "compiled: {name}"
+            );
         }
     }
 }

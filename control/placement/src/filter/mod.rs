@@ -55,6 +55,7 @@ pub fn run(
     rejected: &mut Vec<(usize, Reason)>,
 ) -> Vec<Passed> {
     let tolerations = &binding.placement.cluster_tolerations;
+    let affinity = affinity.map(affinity::Compiled::new);
     let mut passed = Vec::with_capacity(clusters.len());
     for (index, c) in clusters.iter().enumerate() {
         let before = rejected.len();
@@ -66,8 +67,8 @@ pub fn run(
         if !c.ready {
             rejected.push((index, Reason::NotReady));
         }
-        if let Some(a) = affinity
-            && !affinity::matches(a, c)
+        if let Some(a) = &affinity
+            && !a.matches(c)
         {
             rejected.push((index, Reason::AffinityMismatch));
         }
