@@ -2,5 +2,8 @@
 //! Kubernetes API server holding a fleet of GPU nodes, small workload
 //! controllers and a GPU-exact binder, standing in for a real cluster
 //! through the real REST protocol (demos, `hami up --sim-clusters`, tests).
+//! [`pull`] is the agent logic: the `hami-agent` binary runs it inside a
+//! member cluster (Pull), hami-control runs it for Push clusters.
 
+pub mod pull;
 pub mod sim;
