@@ -6,15 +6,21 @@
 //! * [`detector`]: template × policy → ResourceBinding.
 //! * [`scheduler`]: binding × clusters × estimates → `spec.clusters` and the
 //!   `Scheduled` condition, one store write per decision.
+//! * [`binding`]: binding × template × OverridePolicy → one Work per target
+//!   cluster in `hami-es-<cluster>`; execution namespaces.
+//! * [`status`]: Work status → binding `status.aggregatedStatus` → the
+//!   template's status.
 //!
 //! Shared pieces: [`feed`] (store watch → index updates), [`queue`] (keys
 //! with dedup and per-key backoff).
 
+pub mod binding;
 pub mod detector;
 pub mod feed;
 pub mod objects;
 pub mod queue;
 pub mod scheduler;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -29,6 +35,8 @@ pub use objects::{ObjectError, Objects};
 pub struct ControllerMetrics {
     pub detector: detector::DetectorMetrics,
     pub scheduler: scheduler::metrics::SchedulerMetrics,
+    pub binding: binding::BindingMetrics,
+    pub status: status::StatusMetrics,
 }
 
 impl ControllerMetrics {
@@ -36,12 +44,14 @@ impl ControllerMetrics {
         Self {
             detector: detector::DetectorMetrics::register(registry),
             scheduler: scheduler::metrics::SchedulerMetrics::register(registry),
+            binding: binding::BindingMetrics::register(registry),
+            status: status::StatusMetrics::register(registry),
         }
     }
 }
 
-/// Starts the detector and the scheduler on `state`; they stop when `stop`
-/// turns true.
+/// Starts the detector, the scheduler, the binding controller and status
+/// aggregation on `state`; they stop when `stop` turns true.
 pub fn start(
     state: Arc<State>,
     metrics: ControllerMetrics,
@@ -50,6 +60,8 @@ pub fn start(
     let objects = Objects::new(state);
     Ok(vec![
         detector::spawn(objects.clone(), metrics.detector, stop.clone())?,
+        binding::spawn(objects.clone(), metrics.binding, stop.clone())?,
+        status::spawn(objects.clone(), metrics.status, stop.clone())?,
         scheduler::spawn(
             objects,
             metrics.scheduler,
