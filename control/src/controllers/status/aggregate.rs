@@ -317,11 +317,13 @@ fn job_extras(
         Some(t) => status.insert("startTime".into(), json!(t)),
         None => status.remove("startTime"),
     };
+    // A member job is complete when it says so, or when it has a
+    // completionTime (set only on success; agents may reflect no conditions).
     let complete = !items.is_empty()
         && items.len() == reported.len()
         && reported
             .iter()
-            .all(|s| condition_true(s, "Complete").is_some());
+            .all(|s| condition_true(s, "Complete").is_some() || s.get("completionTime").is_some());
     let failed: Vec<&Value> = reported
         .iter()
         .filter_map(|s| condition_true(s, "Failed"))
@@ -335,6 +337,7 @@ fn job_extras(
             .iter()
             .filter_map(|s| condition_true(s, "Complete"))
             .filter_map(|c| c.get("lastTransitionTime").cloned())
+            .chain(times("completionTime").last().map(|t| json!(t)))
             .max_by(|a, b| a.as_str().cmp(&b.as_str()));
         conditions.push(json!({
             "type": "Complete", "status": "True",

@@ -256,6 +256,20 @@ fn jobs_complete_when_every_cluster_completes() {
         report("b", done("2025-01-01T00:00:01Z", "2025-01-01T00:02:00Z")),
     ];
     let s = template_status("Job", &aggregated_items(&targets, &both), None, None).unwrap();
+    // As the agent reflects a job: no conditions, a completionTime.
+    let bare = [
+        report(
+            "a",
+            json!({"succeeded": 2, "completionTime": "2025-01-01T00:03:00Z"}),
+        ),
+        report(
+            "b",
+            json!({"succeeded": 2, "completionTime": "2025-01-01T00:01:00Z"}),
+        ),
+    ];
+    let b = template_status("Job", &aggregated_items(&targets, &bare), None, None).unwrap();
+    assert_eq!(b["conditions"][0]["type"], "Complete");
+    assert_eq!(b["completionTime"], "2025-01-01T00:03:00Z");
     assert_eq!(s["succeeded"], 4);
     assert_eq!(s["startTime"], "2025-01-01T00:00:01Z", "earliest start");
     assert_eq!(
