@@ -790,3 +790,41 @@ async fn the_agent_keeps_to_its_own_namespace_authorization_is_a_known_gap() {
     assert_eq!(names, vec![(NS.to_string(), CLUSTER.to_string())]);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_work_reports_completion() {
+    let h = Harness::start().await;
+    let works: Api<Work> = Api::namespaced(h.control.clone(), NS);
+    eventually("namespace registered", || async {
+        Api::<Namespace>::all(h.control.clone())
+            .get_opt(NS)
+            .await
+            .unwrap()
+    })
+    .await;
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "once", "namespace": "default"},
+        "spec": {"completions": 1, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "batch:1",
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}
+    });
+    works
+        .create(&PostParams::default(), &work("once", NS, vec![job]))
+        .await
+        .unwrap();
+    let st = eventually("Work shows the Job succeeded", || async {
+        let s = works.get("once").await.unwrap().status?;
+        let st = s.manifest_statuses.first()?.status.clone()?;
+        (st["succeeded"] == 1).then_some(st)
+    })
+    .await;
+    let complete = st["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Complete" && c["status"] == "True");
+    assert!(complete, "Job conditions are reflected: {st}");
+    h.shutdown().await;
+}

@@ -43,7 +43,7 @@ pub struct ResultLabels {
 /// `watch` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchLabels {
-    /// nodes, pods, works, deployments, statefulsets, daemonsets, jobs.
+    /// nodes, pods, works, deployments, replicasets, statefulsets, daemonsets, jobs.
     pub watch: &'static str,
 }
 

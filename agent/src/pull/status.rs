@@ -9,15 +9,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Map, Value, json};
 
 /// The workload kinds whose status the agent watches and reflects.
-pub const WATCHED_KINDS: [(&str, &str, &str); 4] = [
+pub const WATCHED_KINDS: [(&str, &str, &str); 5] = [
     ("apps", "Deployment", "deployments"),
+    ("apps", "ReplicaSet", "replicasets"),
     ("apps", "StatefulSet", "statefulsets"),
     ("apps", "DaemonSet", "daemonsets"),
     ("batch", "Job", "jobs"),
 ];
 
 /// The status fields reflected per kind: what status aggregation reads,
-/// nothing that changes without meaning (timestamps, conditions).
+/// nothing that changes without meaning (a Deployment's conditions carry
+/// a lastUpdateTime that would cost a Work write each time).
 fn reflected_fields(group: &str, kind: &str) -> Option<&'static [&'static str]> {
     match (group, kind) {
         ("apps", "Deployment") => Some(&[
@@ -36,12 +38,20 @@ fn reflected_fields(group: &str, kind: &str) -> Option<&'static [&'static str]> 
             "updatedReplicas",
             "observedGeneration",
         ]),
+        ("apps", "ReplicaSet") => Some(&[
+            "replicas",
+            "readyReplicas",
+            "availableReplicas",
+            "fullyLabeledReplicas",
+            "observedGeneration",
+        ]),
         ("apps", "DaemonSet") => Some(&[
             "currentNumberScheduled",
             "desiredNumberScheduled",
             "numberAvailable",
             "numberReady",
             "numberMisscheduled",
+            "numberUnavailable",
             "updatedNumberScheduled",
             "observedGeneration",
         ]),
@@ -52,6 +62,8 @@ fn reflected_fields(group: &str, kind: &str) -> Option<&'static [&'static str]> 
             "failed",
             "startTime",
             "completionTime",
+            // Complete / Failed: set once, read by status aggregation.
+            "conditions",
         ]),
         _ => None,
     }
@@ -91,6 +103,9 @@ pub fn reflect(group: &str, kind: &str, obj: &Value) -> (Option<Value>, Resource
                 && int(obj, "/status/updatedReplicas") == spec_replicas
                 && int(obj, "/status/availableReplicas") == spec_replicas
                 && int(obj, "/status/readyReplicas") == spec_replicas
+        }
+        "ReplicaSet" => {
+            observed >= generation && int(obj, "/status/readyReplicas") == spec_replicas
         }
         "StatefulSet" => {
             observed >= generation

@@ -2,7 +2,7 @@
 //! status reported back. One task owns all state and is the single writer:
 //!
 //! - a watch on Works (only in the agent's own namespace);
-//! - watches on the member's workloads (Deployments, StatefulSets,
+//! - watches on the member's workloads (Deployments, ReplicaSets, StatefulSets,
 //!   DaemonSets, Jobs) that the agent applied (label selector), whose status
 //!   changes update the owning Work's status;
 //! - a queue of Works to reconcile, each with its own retry backoff.
