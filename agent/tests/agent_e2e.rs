@@ -17,6 +17,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_reports_cluster_status_renews_lease_and_serves_the_estimator() {
     let h = Harness::start().await;

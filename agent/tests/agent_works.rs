@@ -16,6 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applies_a_work_reports_its_status_and_cleans_up() {
     let h = Harness::start().await;
