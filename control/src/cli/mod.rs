@@ -20,6 +20,7 @@ macro_rules! out {
 mod client;
 mod kubeconfig;
 mod sim;
+mod simclusters;
 mod up;
 
 use std::path::PathBuf;

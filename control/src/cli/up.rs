@@ -10,7 +10,7 @@ use hami_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, Store};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use super::kubeconfig;
+use super::{kubeconfig, simclusters};
 use crate::apiserver::{ApiMetrics, ApiServer, ServerConfig, hami_kinds};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -36,6 +36,14 @@ pub struct UpArgs {
     /// Serve the API only: no detector, no scheduler.
     #[arg(long, env = "HAMI_NO_CONTROLLERS")]
     pub no_controllers: bool,
+    /// Also start this many simulated GPU member clusters (member-1..N; the
+    /// last joins in Push mode, the others in Pull mode with an agent).
+    #[arg(long, env = "HAMI_SIM_CLUSTERS", default_value_t = 0)]
+    pub sim_clusters: usize,
+    /// Fleet of the simulated clusters: one fleet for all, or a YAML list
+    /// with one per cluster (default: generated A100 / H100 / T4 fleets).
+    #[arg(long, env = "HAMI_SIM_FLEET", requires = "sim_clusters")]
+    pub fleet: Option<PathBuf>,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -112,8 +120,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .ensure_default_namespaces()
         .await
         .context("create the default namespaces")?;
+    let url = format!("http://{}", loopback_if_unspecified(addr));
     if let Some(m) = controller_metrics {
-        crate::controllers::start(server.state().clone(), m, stopped.clone())
+        let push = crate::controllers::push::PushOptions {
+            control: kube::Client::try_from(kube::Config::new(url.parse()?))
+                .context("client to the control plane for Push agents")?,
+            estimator_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        crate::controllers::start(server.state().clone(), m, push, stopped.clone())
             .context("start the controllers")?;
     }
     let mut stopped_rx = stopped;
@@ -121,7 +135,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let _ = stopped_rx.wait_for(|s| *s).await;
     }));
 
-    let url = format!("http://{addr}");
     let kubeconfig_path = args.data_dir.join("kubeconfig");
     kubeconfig::write_atomic(&kubeconfig_path, &kubeconfig::render(&url))
         .with_context(|| format!("write {}", kubeconfig_path.display()))?;
@@ -129,12 +142,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     outln!("hami is serving the Kubernetes API at {url}");
     outln!("  export KUBECONFIG={}", kubeconfig_path.display());
     outln!("  kubectl get namespaces");
-    outln!("  kubectl apply -f samples/");
+    let members = if args.sim_clusters > 0 {
+        let fleets = simclusters::fleets(args.sim_clusters, args.fleet.as_deref())?;
+        let members = simclusters::start(fleets, &url, &args.data_dir)
+            .await
+            .context("start the simulated clusters")?;
+        print_members(&members, &kubeconfig_path)?;
+        Some(members)
+    } else {
+        outln!("  kubectl apply -f samples/");
+        None
+    };
 
     let mut serving = serving;
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down"),
         result = &mut serving => return flatten(result),
+    }
+    if let Some(m) = members {
+        m.stop().await;
     }
     let _ = stop.send(true);
     let finished = tokio::time::timeout(std::time::Duration::from_secs(10), serving).await;
@@ -148,6 +174,54 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// 127.0.0.1 (or ::1) for an unspecified listen address, so clients dial it.
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        a => a,
+    }
+}
+
+fn print_members(
+    members: &simclusters::Members,
+    kubeconfig: &std::path::Path,
+) -> anyhow::Result<()> {
+    let list = members.kubeconfigs();
+    outln!("{} simulated GPU clusters joined:", list.len());
+    for (i, (name, path)) in list.iter().enumerate() {
+        let mode = if i + 1 < list.len() {
+            "Pull, agent in this process".to_string()
+        } else {
+            format!(
+                "Push, kubeconfig in Secret {}/{name}-kubeconfig",
+                simclusters::PUSH_SECRET_NAMESPACE
+            )
+        };
+        outln!("  {name} ({mode})");
+        outln!("    kubectl --kubeconfig {} get nodes,pods", path.display());
+    }
+    outln!(
+        "GPUs per cluster, then placements (with KUBECONFIG={}):",
+        kubeconfig.display()
+    );
+    outln!("  kubectl get clusters");
+    outln!(
+        "  kubectl get clusters -o custom-columns='NAME:.metadata.name,GPU:.status.gpuSummary[*].model,COUNT:.status.gpuSummary[*].count,FREE_MIB:.status.gpuSummary[*].memoryFreeMiB'"
+    );
+    outln!("  kubectl apply -f samples/");
+    outln!(
+        "  kubectl get resourcebindings -A -o custom-columns='NAME:.metadata.name,CLUSTERS:.spec.clusters[*].name,REPLICAS:.spec.clusters[*].replicas'"
+    );
+    outln!("  kubectl get works -A");
+    outln!("  kubectl get deploy -A");
+    Ok(())
 }
 
 fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

@@ -10,6 +10,8 @@
 //!   cluster in `hami-es-<cluster>`; execution namespaces.
 //! * [`status`]: Work status → binding `status.aggregatedStatus` → the
 //!   template's status.
+//! * [`push`]: for each Push Cluster, the agent logic run in process
+//!   against the member with the credentials of its Secret.
 //!
 //! Shared pieces: [`feed`] (store watch → index updates), [`queue`] (keys
 //! with dedup and per-key backoff).
@@ -18,6 +20,7 @@ pub mod binding;
 pub mod detector;
 pub mod feed;
 pub mod objects;
+pub mod push;
 pub mod queue;
 pub mod scheduler;
 pub mod status;
@@ -37,6 +40,7 @@ pub struct ControllerMetrics {
     pub scheduler: scheduler::metrics::SchedulerMetrics,
     pub binding: binding::BindingMetrics,
     pub status: status::StatusMetrics,
+    pub push: push::PushMetrics,
 }
 
 impl ControllerMetrics {
@@ -46,15 +50,18 @@ impl ControllerMetrics {
             scheduler: scheduler::metrics::SchedulerMetrics::register(registry),
             binding: binding::BindingMetrics::register(registry),
             status: status::StatusMetrics::register(registry),
+            push: push::PushMetrics::register(registry),
         }
     }
 }
 
 /// Starts the detector, the scheduler, the binding controller and status
-/// aggregation on `state`; they stop when `stop` turns true.
+/// aggregation on `state`, and the Push controller with `push`; they stop
+/// when `stop` turns true.
 pub fn start(
     state: Arc<State>,
     metrics: ControllerMetrics,
+    push: push::PushOptions,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ObjectError> {
     let objects = Objects::new(state);
@@ -62,6 +69,7 @@ pub fn start(
         detector::spawn(objects.clone(), metrics.detector, stop.clone())?,
         binding::spawn(objects.clone(), metrics.binding, stop.clone())?,
         status::spawn(objects.clone(), metrics.status, stop.clone())?,
+        push::spawn(objects.clone(), metrics.push, push, stop.clone())?,
         scheduler::spawn(
             objects,
             metrics.scheduler,
