@@ -11,21 +11,31 @@ pub struct Hami {
     pub child: Child,
     pub data_dir: PathBuf,
     pub listen: String,
+    /// Extra `hami up` arguments, kept for [`Hami::restart`].
+    pub extra_args: Vec<String>,
 }
 
 impl Hami {
     /// Start `hami up` on `listen` (use "127.0.0.1:0" for a free port) and wait
     /// until it has written its kubeconfig and answers /readyz.
     pub fn start(data_dir: &Path, listen: &str) -> Hami {
-        Hami::try_start(data_dir, listen).unwrap_or_else(|e| panic!("{e}"))
+        Hami::try_start(data_dir, listen, &[]).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn try_start(data_dir: &Path, listen: &str) -> Result<Hami, String> {
+    /// Like [`Hami::start`] with extra `hami up` arguments (e.g.
+    /// `--sim-clusters 3`); a restart passes them again.
+    pub fn start_with_args(data_dir: &Path, listen: &str, extra_args: &[&str]) -> Hami {
+        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        Hami::try_start(data_dir, listen, &extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start(data_dir: &Path, listen: &str, extra_args: &[String]) -> Result<Hami, String> {
         let kubeconfig = data_dir.join("kubeconfig");
         let _ = std::fs::remove_file(&kubeconfig);
         let child = Command::new(env!("CARGO_BIN_EXE_hami"))
             .args(["up", "--listen", listen, "--data-dir"])
             .arg(data_dir)
+            .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -36,6 +46,7 @@ impl Hami {
             child,
             data_dir: data_dir.to_path_buf(),
             listen: String::new(),
+            extra_args: extra_args.to_vec(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -78,7 +89,7 @@ impl Hami {
         // The port was just freed; retry briefly in case the OS still holds it.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match Hami::try_start(&self.data_dir, &listen) {
+            match Hami::try_start(&self.data_dir, &listen, &self.extra_args.clone()) {
                 Ok(mut fresh) => {
                     std::mem::swap(&mut self.child, &mut fresh.child);
                     return; // `fresh` now owns the dead child; its drop is harmless
