@@ -521,3 +521,150 @@ async fn three_simulated_clusters_run_a_divided_gpu_deployment() {
 
     eprintln!("[federation] timeline:\n{}", t.lines.join("\n"));
 }
+
+/// The Ready condition's (status, reason, message) of a Cluster.
+async fn ready_condition(clusters: &Api<Cluster>, name: &str) -> (String, String, String) {
+    let Ok(c) = clusters.get(name).await else {
+        return Default::default();
+    };
+    c.status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status, c.reason, c.message))
+        .unwrap_or_default()
+}
+
+fn has_estimator(c: &Cluster) -> bool {
+    c.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ESTIMATOR_ENDPOINT_ANNOTATION))
+}
+
+/// The value of an unlabelled metric on the control plane's /metrics.
+fn metric(hami: &Hami, name: &str) -> Option<i64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&hami.listen).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        hami.listen
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Push mode through its Secret: a broken kubeconfig stops the agent and
+/// says InvalidCredentials (estimator annotation dropped); restoring it
+/// restarts the agent and Ready returns; a missing Secret says so; a switch
+/// to Pull stops the in-process agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_cluster_follows_its_secret() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // One simulated cluster: member-1 is the Push one.
+    let hami = Hami::start_with_args(&data, "127.0.0.1:0", &["--sim-clusters", "1"]);
+    let control = hami.client().await;
+    let clusters: Api<Cluster> = Api::all(control.clone());
+    let secrets: Api<Secret> = Api::namespaced(control.clone(), "hami-system");
+    let name = "member-1";
+    let secret_name = "member-1-kubeconfig";
+    let status = |want: &'static str, reason: &'static str, text: &'static str| {
+        let clusters = clusters.clone();
+        move || {
+            let clusters = clusters.clone();
+            async move {
+                let got = ready_condition(&clusters, name).await;
+                (got.0 == want && got.1 == reason && got.2.contains(text))
+                    .then_some(())
+                    .ok_or(format!("{got:?}"))
+            }
+        }
+    };
+    eventually("Push member Ready", 30, status("True", "ClusterReady", "")).await;
+    assert!(has_estimator(&clusters.get(name).await.unwrap()));
+    assert_eq!(metric(&hami, "hami_push_agents_running"), Some(1));
+
+    let set_kubeconfig = |text: String| {
+        let secrets = secrets.clone();
+        async move {
+            let mut s = secrets.get(secret_name).await.unwrap();
+            s.metadata.managed_fields = None;
+            s.data = Some([("kubeconfig".to_string(), ByteString(text.into_bytes()))].into());
+            secrets
+                .replace(secret_name, &PostParams::default(), &s)
+                .await
+                .unwrap();
+        }
+    };
+    let good = std::fs::read_to_string(data.join("members/member-1.kubeconfig")).unwrap();
+
+    // A broken kubeconfig: no agent, Ready=False InvalidCredentials.
+    set_kubeconfig("not: [a kubeconfig".into()).await;
+    eventually(
+        "InvalidCredentials",
+        20,
+        status("False", "InvalidCredentials", "not a kubeconfig"),
+    )
+    .await;
+    assert!(!has_estimator(&clusters.get(name).await.unwrap()));
+    assert_eq!(metric(&hami, "hami_push_agents_running"), Some(0));
+    assert_eq!(
+        metric(&hami, "hami_push_invalid_credentials_clusters"),
+        Some(1)
+    );
+
+    // Restored: the agent starts again and Ready returns with the estimator.
+    set_kubeconfig(good).await;
+    eventually("Ready again", 30, status("True", "ClusterReady", "")).await;
+    eventually("estimator back", 10, || async {
+        has_estimator(&clusters.get(name).await.unwrap())
+            .then_some(())
+            .ok_or("no annotation".to_string())
+    })
+    .await;
+    assert_eq!(metric(&hami, "hami_push_agents_running"), Some(1));
+
+    // The Secret deleted: says which one is missing.
+    secrets
+        .delete(secret_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "missing secret",
+        20,
+        status(
+            "False",
+            "InvalidCredentials",
+            "hami-system/member-1-kubeconfig not found",
+        ),
+    )
+    .await;
+
+    // Switched to Pull: the controller lets go (no agent, no write).
+    let patch = json!({"spec": {"syncMode": "Pull"}});
+    clusters
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("no Push agent, no invalid cluster", 10, || async {
+        let gauges = (
+            metric(&hami, "hami_push_agents_running"),
+            metric(&hami, "hami_push_invalid_credentials_clusters"),
+        );
+        (gauges == (Some(0), Some(0)))
+            .then_some(())
+            .ok_or(format!("{gauges:?}"))
+    })
+    .await;
+}
