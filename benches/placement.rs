@@ -1,7 +1,10 @@
 //! Placement decisions per second: the whole pure pipeline of
-//! `hami_placement::schedule` (filter, capacity, score/spread, Webster
-//! division) at 10, 100, 1,000 and 5,000 clusters, for 10 and 1,000
-//! replicas, per strategy. Beside each case, in the same run, a baseline
+//! `hami_placement::schedule_prepared` (filter, capacity, score/spread,
+//! Webster division) at 10, 100, 1,000 and 5,000 clusters, for 10 and 1,000
+//! replicas, per strategy, over a `PreparedClusters` snapshot built once per
+//! cluster set outside the timed loop, as the scheduler keeps one between
+//! cluster changes. The cost of preparing the snapshot is measured on its
+//! own (`placement/prepare/N clusters`). Beside each case, in the same run, a baseline
 //! that mirrors Karmada's division (`pkg/scheduler/core/division_algorithm.go`
 //! and `helper.SpreadReplicasByTargetClusters`): build a weight list, sort it
 //! by weight (then name), give each cluster `floor(weight * n / sum)`, then
@@ -20,7 +23,9 @@ use hami_api::propagation::{
     ClusterAffinity, ClusterPreferences, DynamicWeightFactor, Placement, ReplicaDivisionPreference,
     ReplicaSchedulingStrategy, ReplicaSchedulingType, StaticClusterWeight,
 };
-use hami_placement::{BindingView, ClusterView, Shape, schedule};
+use hami_placement::{
+    BindingView, ClusterView, PreparedClusters, Shape, schedule, schedule_prepared,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 5_000];
@@ -214,6 +219,21 @@ fn bench(c: &mut Criterion) {
         ("memory", 1_000_000_000_000),
         ("nvidia.com/gpu", 1_000),
     ]);
+    {
+        let mut group = c.benchmark_group("placement/prepare");
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_millis(900))
+            .throughput(Throughput::Elements(1));
+        for &n in &SIZES {
+            let (clusters, _) = fleet(n);
+            group.bench_function(BenchmarkId::from_parameter(format!("{n} clusters")), |b| {
+                b.iter(|| PreparedClusters::new(black_box(&clusters)))
+            });
+        }
+        group.finish();
+    }
     for (strategy, placement) in strategies() {
         let mut group = c.benchmark_group(format!("placement/{strategy}"));
         group
@@ -223,12 +243,18 @@ fn bench(c: &mut Criterion) {
             .throughput(Throughput::Elements(1));
         for &n in &SIZES {
             let (clusters, avail) = fleet(n);
+            let prepared = PreparedClusters::new(&clusters);
             for &replicas in &REPLICAS {
                 let mut binding = BindingView::new("default/bench", replicas, placement.clone());
                 binding.request = shape.clone();
                 let case = format!("{n} clusters, {replicas} replicas");
                 // Sanity: the case is schedulable and the baseline agrees on the total.
                 let d = schedule(&binding, &clusters, &avail).expect("schedulable");
+                assert_eq!(
+                    schedule_prepared(&binding, &prepared, &avail),
+                    Ok(d.clone()),
+                    "{strategy} {case}"
+                );
                 let base = karmada_baseline(strategy, &clusters, &avail, i64::from(replicas));
                 assert_eq!(
                     d.total(),
@@ -237,7 +263,11 @@ fn bench(c: &mut Criterion) {
                 );
                 group.bench_function(BenchmarkId::new("hami", &case), |b| {
                     b.iter(|| {
-                        schedule(black_box(&binding), black_box(&clusters), black_box(&avail))
+                        schedule_prepared(
+                            black_box(&binding),
+                            black_box(&prepared),
+                            black_box(&avail),
+                        )
                     })
                 });
                 group.bench_function(BenchmarkId::new("karmada-division", &case), |b| {

@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 
 use hami_api::common::{RESOURCE_GPU_CORES, RESOURCE_GPU_MEM, RESOURCE_GPU_MEM_PERCENTAGE};
 
+use crate::prepared::{NOT_LISTED, PreparedClusters};
 use crate::view::{Amounts, ClusterView, Shape};
 
 /// Upper bound used when nothing limits a replica (it requests nothing).
@@ -115,30 +116,129 @@ impl<'a> Demand<'a> {
 
     /// [`capacity`] for this shape.
     pub fn capacity(&self, view: &ClusterView, accurate: Option<i32>) -> Capacity {
-        let general = self.general_estimate(view.free.as_ref());
-        let accurate = accurate.map(|a| i64::from(a.max(0)));
-        match (accurate, general) {
-            (Some(a), Some(g)) => Capacity {
-                replicas: a.min(g),
-                estimator_unreachable: false,
-                unknown: false,
-            },
-            (Some(a), None) => Capacity {
-                replicas: a,
-                estimator_unreachable: false,
-                unknown: false,
-            },
-            (None, Some(g)) => Capacity {
-                replicas: g,
-                estimator_unreachable: true,
-                unknown: false,
-            },
-            (None, None) => Capacity {
-                replicas: 0,
-                estimator_unreachable: true,
-                unknown: true,
-            },
+        combine(accurate, self.general_estimate(view.free.as_ref()))
+    }
+}
+
+/// The minimum of the accurate and general estimates, marking fallbacks.
+fn combine(accurate: Option<i32>, general: Option<i64>) -> Capacity {
+    let accurate = accurate.map(|a| i64::from(a.max(0)));
+    match (accurate, general) {
+        (Some(a), Some(g)) => Capacity {
+            replicas: a.min(g),
+            estimator_unreachable: false,
+            unknown: false,
+        },
+        (Some(a), None) => Capacity {
+            replicas: a,
+            estimator_unreachable: false,
+            unknown: false,
+        },
+        (None, Some(g)) => Capacity {
+            replicas: g,
+            estimator_unreachable: true,
+            unknown: false,
+        },
+        (None, None) => Capacity {
+            replicas: 0,
+            estimator_unreachable: true,
+            unknown: true,
+        },
+    }
+}
+
+/// A [`Demand`] resolved against a [`PreparedClusters`] snapshot: each line
+/// knows its column in the snapshot's table of free amounts, so a cluster's
+/// general estimate reads one slot per line.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// (column, milli-units per replica, optional); no column when no
+    /// summary of the snapshot lists the resource.
+    lines: Vec<(Option<usize>, i128, bool)>,
+    /// The lines in u64 (column, per replica, optional) when the snapshot's
+    /// amounts and every request fit: the common case, without i128 work.
+    fast: Option<Vec<(usize, u64, bool)>>,
+    /// A required resource no summary lists: every summary holds 0.
+    none_fit: bool,
+}
+
+impl Resolved {
+    /// Resolves `demand` against `clusters`.
+    pub fn new(demand: &Demand<'_>, clusters: &PreparedClusters<'_>) -> Self {
+        let lines = demand
+            .lines
+            .iter()
+            .map(|l| {
+                let column = clusters
+                    .resources
+                    .binary_search_by(|r| r.as_str().cmp(l.name))
+                    .ok();
+                (column, l.each, l.optional)
+            })
+            .collect::<Vec<_>>();
+        let none_fit = lines
+            .iter()
+            .any(|&(column, _, optional)| column.is_none() && !optional);
+        let fast = clusters
+            .fast_free
+            .then(|| {
+                lines
+                    .iter()
+                    .filter_map(|&(column, each, optional)| {
+                        // An optional line no summary lists never limits.
+                        let column = column?;
+                        Some(u64::try_from(each).map(|e| (column, e, optional)))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .ok()
+            })
+            .flatten();
+        Resolved {
+            lines,
+            fast,
+            none_fit,
         }
+    }
+
+    /// [`Demand::general_estimate`] for cluster `c` of the snapshot.
+    pub fn general_estimate(&self, clusters: &PreparedClusters<'_>, c: usize) -> Option<i64> {
+        if !clusters.has_summary[c] {
+            return None;
+        }
+        if self.none_fit {
+            return Some(0);
+        }
+        if let Some(fast) = &self.fast {
+            let row = &clusters.free_u64[c * clusters.resources.len()..];
+            let mut fit = UNBOUNDED as u64;
+            for &(column, each, optional) in fast {
+                match row[column] {
+                    NOT_LISTED if optional => {}
+                    NOT_LISTED => return Some(0),
+                    have => fit = fit.min(have / each),
+                }
+            }
+            return Some(i64::try_from(fit).unwrap_or(UNBOUNDED));
+        }
+        let mut fit = UNBOUNDED;
+        for &(column, each, optional) in &self.lines {
+            match column.and_then(|r| clusters.free_of(c, r)) {
+                Some(have) => fit = fit.min(replicas_in(have, each)),
+                None if !optional => return Some(0),
+                None => {}
+            }
+        }
+        Some(fit)
+    }
+
+    /// [`Demand::capacity`] for cluster `c` of the snapshot.
+    pub fn capacity(
+        &self,
+        clusters: &PreparedClusters<'_>,
+        c: usize,
+        accurate: Option<i32>,
+    ) -> Capacity {
+        combine(accurate, self.general_estimate(clusters, c))
     }
 }
 

@@ -10,7 +10,9 @@
 //! [`spread`] (score by locality then capacity; groups between minGroups and
 //! maxGroups) → [`divide`] (Duplicated, static weights, dynamic weight,
 //! Aggregated, all with [`apportion`]'s Webster method). [`schedule()`] runs
-//! them, once per `clusterAffinities` term until one fits.
+//! them, once per `clusterAffinities` term until one fits;
+//! [`schedule_prepared`] does the same over a [`prepared`] snapshot of the
+//! clusters, built once per change of the cluster set.
 //! [`reservations`] guards against over-commit between decisions;
 //! [`sim`] runs what-if scenarios over a described fleet.
 
@@ -19,6 +21,7 @@ pub mod capacity;
 pub mod divide;
 pub mod filter;
 pub mod outcome;
+pub mod prepared;
 pub mod reservations;
 pub mod schedule;
 pub mod sim;
@@ -26,6 +29,7 @@ pub mod spread;
 pub mod view;
 
 pub use outcome::{Attempt, Decision, Mode, Note, Problem, Reason, Strategy, Unschedulable};
+pub use prepared::PreparedClusters;
 pub use reservations::Reservations;
-pub use schedule::{schedule, strategy_of};
+pub use schedule::{schedule, schedule_prepared, strategy_of};
 pub use view::{BindingView, ClusterView, Shape};

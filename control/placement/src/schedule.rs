@@ -9,10 +9,11 @@ use hami_api::propagation::{
     StaticClusterWeight,
 };
 
-use crate::capacity::Demand;
+use crate::capacity::{self, Demand};
 use crate::divide::{self, Slot};
 use crate::filter::{self, affinity};
 use crate::outcome::{Attempt, Decision, Note, Problem, Reason, Strategy, Unschedulable};
+use crate::prepared::PreparedClusters;
 use crate::spread::{self, Item};
 use crate::view::{BindingView, ClusterView};
 
@@ -47,7 +48,9 @@ pub fn strategy_of(placement: &Placement) -> Strategy {
 /// A cluster's static weight: the largest weight of the rules matching it;
 /// 0 when none matches; 1 for every cluster when the list is empty.
 pub fn static_weight_of(rules: &[StaticClusterWeight], cluster: &ClusterView) -> u64 {
-    StaticWeights::new(rules).of(cluster)
+    let clusters = std::slice::from_ref(cluster);
+    let prepared = PreparedClusters::new(clusters);
+    StaticWeights::new(rules, &prepared).of(&prepared, 0)
 }
 
 /// Static weight rules read once per decision for [`static_weight_of`]:
@@ -57,16 +60,16 @@ pub fn static_weight_of(rules: &[StaticClusterWeight], cluster: &ClusterView) ->
 struct StaticWeights<'a> {
     /// The list is empty: every cluster weighs 1.
     uniform: bool,
-    rules: Vec<(affinity::Compiled<'a>, u64)>,
+    rules: Vec<(affinity::Resolved<'a>, u64)>,
 }
 
 impl<'a> StaticWeights<'a> {
-    fn new(rules: &'a [StaticClusterWeight]) -> Self {
-        let mut kept: Vec<(affinity::Compiled<'a>, u64)> = rules
+    fn new(rules: &'a [StaticClusterWeight], clusters: &PreparedClusters<'_>) -> Self {
+        let mut kept: Vec<(affinity::Resolved<'a>, u64)> = rules
             .iter()
             .filter_map(|r| {
                 let w = u64::try_from(r.weight).ok().filter(|&w| w > 0)?;
-                Some((affinity::Compiled::new(&r.target_cluster), w))
+                Some((affinity::Resolved::new(&r.target_cluster, clusters), w))
             })
             .collect();
         kept.sort_by_key(|&(_, w)| std::cmp::Reverse(w));
@@ -76,13 +79,13 @@ impl<'a> StaticWeights<'a> {
         }
     }
 
-    fn of(&self, cluster: &ClusterView) -> u64 {
+    fn of(&self, clusters: &PreparedClusters<'_>, c: usize) -> u64 {
         if self.uniform {
             return 1;
         }
         self.rules
             .iter()
-            .find(|(target, _)| target.matches(cluster))
+            .find(|(target, _)| target.matches(clusters, c))
             .map_or(0, |&(_, w)| w)
     }
 }
@@ -90,34 +93,56 @@ impl<'a> StaticWeights<'a> {
 /// Decides the placement of `binding` over `clusters`. `available[i]` is the
 /// accurate estimate for `clusters[i]` (replicas of the binding's shape it
 /// can still take, after the caller subtracted its reservations); `None`, or
-/// a missing entry, means the estimator did not answer.
+/// a missing entry, means the estimator did not answer. Prepares the
+/// clusters and calls [`schedule_prepared`]; a caller deciding many bindings
+/// over the same clusters prepares them once.
 pub fn schedule(
     binding: &BindingView,
     clusters: &[ClusterView],
     available: &[Option<i32>],
 ) -> Result<Decision, Unschedulable> {
+    schedule_prepared(binding, &PreparedClusters::new(clusters), available)
+}
+
+/// [`schedule()`] over a snapshot prepared once for many decisions:
+/// `available[i]` is the accurate estimate for `clusters.views()[i]`.
+pub fn schedule_prepared(
+    binding: &BindingView,
+    clusters: &PreparedClusters<'_>,
+    available: &[Option<i32>],
+) -> Result<Decision, Unschedulable> {
     let placement = &binding.placement;
     let replicas = i64::from(binding.replicas.max(0));
+    let strategy = if replicas == 0 {
+        // Kinds without replicas (or scaled to zero) propagate as they are.
+        Strategy::Duplicated
+    } else {
+        strategy_of(placement)
+    };
+    let demand = Demand::new(&binding.request);
     let ctx = Context {
         binding,
         clusters,
         available,
-        current: filter::current_map(binding),
+        facts: filter::Facts::new(binding, clusters),
         replicas,
-        // Kinds without replicas (or scaled to zero) propagate as they are.
-        strategy: if replicas == 0 {
-            Strategy::Duplicated
+        strategy,
+        demand: capacity::Resolved::new(&demand, clusters),
+        weights: if strategy == Strategy::StaticWeight {
+            StaticWeights::new(
+                placement
+                    .replica_scheduling
+                    .as_ref()
+                    .and_then(|r| r.weight_preference.as_ref())
+                    .map_or(&[], |w| w.static_weight_list.as_slice()),
+                clusters,
+            )
         } else {
-            strategy_of(placement)
+            StaticWeights {
+                uniform: true,
+                rules: Vec::new(),
+            }
         },
-        demand: Demand::new(&binding.request),
-        weights: StaticWeights::new(
-            placement
-                .replica_scheduling
-                .as_ref()
-                .and_then(|r| r.weight_preference.as_ref())
-                .map_or(&[], |w| w.static_weight_list.as_slice()),
-        ),
     };
     let mut attempts = Vec::new();
     if placement.cluster_affinities.is_empty() {
@@ -143,39 +168,40 @@ pub fn schedule(
 }
 
 /// What every attempt of one decision shares, read once.
-struct Context<'a> {
+struct Context<'a, 'c> {
     binding: &'a BindingView,
-    clusters: &'a [ClusterView],
+    clusters: &'a PreparedClusters<'c>,
     available: &'a [Option<i32>],
-    current: BTreeMap<&'a str, i64>,
+    facts: filter::Facts,
     replicas: i64,
     strategy: Strategy,
-    demand: Demand<'a>,
+    demand: capacity::Resolved,
     weights: StaticWeights<'a>,
 }
 
-fn attempt(ctx: &Context<'_>, aff: Option<&ClusterAffinity>) -> Result<Decision, Attempt> {
+fn attempt(ctx: &Context<'_, '_>, aff: Option<&ClusterAffinity>) -> Result<Decision, Attempt> {
     let Context {
         binding,
-        clusters,
         available,
         replicas,
         strategy,
         ..
     } = *ctx;
+    let prepared = ctx.clusters;
+    let clusters = prepared.views();
     let placement = &binding.placement;
 
     let mut rejected: Vec<(usize, Reason)> = Vec::new();
-    let passed = filter::run(binding, clusters, aff, &ctx.current, &mut rejected);
+    let aff = aff.map(|a| affinity::Resolved::new(a, prepared));
+    let passed = filter::run_prepared(binding, prepared, &ctx.facts, aff.as_ref(), &mut rejected);
 
     // Capacity and strategy-specific eligibility.
     let mut items: Vec<Item> = Vec::with_capacity(passed.len());
     let mut extra: Vec<(i64, u64, bool)> = Vec::with_capacity(passed.len()); // (available, weight, unreachable)
     for p in &passed {
-        let view = &clusters[p.index];
         let cap = ctx
             .demand
-            .capacity(view, available.get(p.index).copied().flatten());
+            .capacity(prepared, p.index, available.get(p.index).copied().flatten());
         let effective = cap.replicas.saturating_add(p.current);
         let mut weight = 0;
         let ok = match strategy {
@@ -198,7 +224,7 @@ fn attempt(ctx: &Context<'_>, aff: Option<&ClusterAffinity>) -> Result<Decision,
                 }
             }
             Strategy::StaticWeight => {
-                weight = ctx.weights.of(view);
+                weight = ctx.weights.of(prepared, p.index);
                 if weight == 0 {
                     rejected.push((p.index, Reason::ZeroStaticWeight));
                 }

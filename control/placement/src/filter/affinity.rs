@@ -8,6 +8,7 @@ use hami_api::propagation::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::prepared::PreparedClusters;
 use crate::view::ClusterView;
 
 /// Whether `cluster` is in the set `affinity` describes.
@@ -61,6 +62,127 @@ impl<'a> Compiled<'a> {
                 .as_ref()
                 .is_none_or(|sel| fields_match(sel, cluster))
     }
+}
+
+/// [`matches`] against a [`PreparedClusters`] snapshot: names resolved to
+/// positions and labels to interned ids once, so matching a cluster
+/// compares numbers. Equal to [`matches`] on the snapshot's views.
+#[derive(Clone, Debug)]
+pub struct Resolved<'a> {
+    affinity: &'a ClusterAffinity,
+    /// Per cluster: passes clusterNames and exclude; `None` when both are empty.
+    names: Option<Vec<bool>>,
+    labels: Labels,
+}
+
+#[derive(Clone, Debug)]
+enum Labels {
+    /// No label selector.
+    Any,
+    /// A part of the selector no cluster can meet.
+    Never,
+    /// matchLabels as `(key, value)` ids, then the expressions.
+    Check(Vec<(u32, u32)>, Vec<Expr>),
+}
+
+#[derive(Clone, Debug)]
+enum Expr {
+    In(u32, Vec<u32>),
+    NotIn(u32, Vec<u32>),
+    Exists(u32),
+    DoesNotExist(u32),
+}
+
+impl<'a> Resolved<'a> {
+    /// Resolves `affinity` against `clusters`.
+    pub fn new(affinity: &'a ClusterAffinity, clusters: &PreparedClusters<'_>) -> Self {
+        let names =
+            (!affinity.cluster_names.is_empty() || !affinity.exclude.is_empty()).then(|| {
+                let mut ok = if affinity.cluster_names.is_empty() {
+                    vec![true; clusters.len()]
+                } else {
+                    clusters.mask_of(&affinity.cluster_names)
+                };
+                for n in &affinity.exclude {
+                    for i in clusters.positions_of(n) {
+                        ok[i] = false;
+                    }
+                }
+                ok
+            });
+        let labels = match &affinity.label_selector {
+            None => Labels::Any,
+            Some(sel) => resolve_selector(sel, clusters).unwrap_or(Labels::Never),
+        };
+        Resolved {
+            affinity,
+            names,
+            labels,
+        }
+    }
+
+    /// [`matches`] for cluster `c` of the snapshot.
+    pub fn matches(&self, clusters: &PreparedClusters<'_>, c: usize) -> bool {
+        if let Some(names) = &self.names
+            && !names[c]
+        {
+            return false;
+        }
+        let labels_ok = match &self.labels {
+            Labels::Any => true,
+            Labels::Never => false,
+            Labels::Check(eq, exprs) => {
+                eq.iter().all(|&(k, v)| clusters.label(c, k) == Some(v))
+                    && exprs.iter().all(|e| match e {
+                        Expr::In(k, vals) => {
+                            clusters.label(c, *k).is_some_and(|v| vals.contains(&v))
+                        }
+                        Expr::NotIn(k, vals) => {
+                            clusters.label(c, *k).is_none_or(|v| !vals.contains(&v))
+                        }
+                        Expr::Exists(k) => clusters.label(c, *k).is_some(),
+                        Expr::DoesNotExist(k) => clusters.label(c, *k).is_none(),
+                    })
+            }
+        };
+        labels_ok
+            && self
+                .affinity
+                .field_selector
+                .as_ref()
+                .is_none_or(|sel| fields_match(sel, &clusters.views()[c]))
+    }
+}
+
+/// The selector in interned ids; `None` when no cluster of the snapshot can
+/// meet it (a key or value no cluster has where one is required, or an
+/// unknown operator). Requirements every cluster meets are left out.
+fn resolve_selector(sel: &LabelSelector, clusters: &PreparedClusters<'_>) -> Option<Labels> {
+    let mut eq = Vec::new();
+    for (k, v) in sel.match_labels.iter().flatten() {
+        eq.push((clusters.string_id(k)?, clusters.string_id(v)?));
+    }
+    let mut exprs = Vec::new();
+    for e in sel.match_expressions.iter().flatten() {
+        let key = clusters.string_id(&e.key);
+        let values = || -> Vec<u32> {
+            e.values
+                .iter()
+                .flatten()
+                .filter_map(|v| clusters.string_id(v))
+                .collect()
+        };
+        match (e.operator.as_str(), key) {
+            ("In", Some(k)) => exprs.push(Expr::In(k, values())),
+            ("NotIn", Some(k)) => exprs.push(Expr::NotIn(k, values())),
+            ("Exists", Some(k)) => exprs.push(Expr::Exists(k)),
+            ("DoesNotExist", Some(k)) => exprs.push(Expr::DoesNotExist(k)),
+            // No cluster has the key: NotIn and DoesNotExist always hold.
+            ("NotIn" | "DoesNotExist", None) => {}
+            _ => return None,
+        }
+    }
+    Some(Labels::Check(eq, exprs))
 }
 
 /// `clusterNames` (when set) lists the cluster and `exclude` does not.

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use hami_api::propagation::ClusterAffinity;
 
 use crate::outcome::Reason;
+use crate::prepared::PreparedClusters;
 use crate::view::{BindingView, ClusterView};
 
 /// A cluster that passed the filters.
@@ -54,33 +55,97 @@ pub fn run(
     current: &BTreeMap<&str, i64>,
     rejected: &mut Vec<(usize, Reason)>,
 ) -> Vec<Passed> {
+    let prepared = PreparedClusters::new(clusters);
+    let mut held = vec![0; clusters.len()];
+    for (name, &n) in current {
+        for i in prepared.positions_of(name) {
+            held[i] += n;
+        }
+    }
+    let facts = Facts::with_held(binding, &prepared, held);
+    let affinity = affinity.map(|a| affinity::Resolved::new(a, &prepared));
+    run_prepared(binding, &prepared, &facts, affinity.as_ref(), rejected)
+}
+
+/// What the filters read of a binding, resolved once per decision against a
+/// snapshot.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// Replicas of the binding each cluster holds (empty: none anywhere).
+    held: Vec<i64>,
+    /// Per cluster: the binding is being evicted from it (empty: from none).
+    evicting: Vec<bool>,
+    /// The template's API, interned; `None` when no cluster reports it.
+    api: Option<u32>,
+}
+
+impl Facts {
+    /// Resolves `binding`'s current assignment, evictions and API.
+    pub fn new(binding: &BindingView, clusters: &PreparedClusters<'_>) -> Self {
+        let mut held = Vec::new();
+        if !binding.current.is_empty() {
+            held = vec![0; clusters.len()];
+            for t in &binding.current {
+                for i in clusters.positions_of(&t.name) {
+                    held[i] += i64::from(t.replicas.max(0));
+                }
+            }
+        }
+        Self::with_held(binding, clusters, held)
+    }
+
+    fn with_held(binding: &BindingView, clusters: &PreparedClusters<'_>, held: Vec<i64>) -> Self {
+        Facts {
+            held,
+            evicting: if binding.evicting.is_empty() {
+                Vec::new()
+            } else {
+                clusters.mask_of(&binding.evicting)
+            },
+            api: clusters.api_id(&binding.api_version, &binding.kind),
+        }
+    }
+
+    /// Replicas of the binding cluster `c` holds.
+    pub fn held(&self, c: usize) -> i64 {
+        self.held.get(c).copied().unwrap_or(0)
+    }
+}
+
+/// [`run`] over a prepared snapshot, with the binding's facts and the
+/// affinity resolved against it.
+pub fn run_prepared(
+    binding: &BindingView,
+    clusters: &PreparedClusters<'_>,
+    facts: &Facts,
+    affinity: Option<&affinity::Resolved<'_>>,
+    rejected: &mut Vec<(usize, Reason)>,
+) -> Vec<Passed> {
     let tolerations = &binding.placement.cluster_tolerations;
-    let affinity = affinity.map(affinity::Compiled::new);
-    let mut passed = Vec::with_capacity(clusters.len());
-    for (index, c) in clusters.iter().enumerate() {
+    let views = clusters.views();
+    let mut passed = Vec::with_capacity(views.len());
+    for (index, c) in views.iter().enumerate() {
         let before = rejected.len();
-        let held = if current.is_empty() {
-            0
-        } else {
-            current.get(c.name.as_str()).copied().unwrap_or(0)
-        };
+        let held = facts.held(index);
         if !c.ready {
             rejected.push((index, Reason::NotReady));
         }
-        if let Some(a) = &affinity
-            && !a.matches(c)
+        if let Some(a) = affinity
+            && !a.matches(clusters, index)
         {
             rejected.push((index, Reason::AffinityMismatch));
         }
-        for t in taint::untolerated(&c.taints, tolerations, held > 0) {
-            rejected.push((
-                index,
-                Reason::UntoleratedTaint {
-                    taint: taint::describe(&c.taints[t]),
-                },
-            ));
+        if clusters.hard_taints[index] {
+            for t in taint::untolerated(&c.taints, tolerations, held > 0) {
+                rejected.push((
+                    index,
+                    Reason::UntoleratedTaint {
+                        taint: taint::describe(&c.taints[t]),
+                    },
+                ));
+            }
         }
-        if !api_enabled(c, &binding.api_version, &binding.kind) {
+        if !clusters.api_enabled(index, facts.api) {
             rejected.push((
                 index,
                 Reason::ApiNotEnabled {
@@ -89,7 +154,7 @@ pub fn run(
                 },
             ));
         }
-        if binding.evicting.contains(&c.name) {
+        if facts.evicting.get(index).copied().unwrap_or(false) {
             rejected.push((index, Reason::Evicting));
         }
         if rejected.len() == before {
