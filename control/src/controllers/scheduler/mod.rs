@@ -33,7 +33,9 @@ use hami_apiserver::ResourceKind;
 use hami_apiserver::keys::kind_prefix;
 use hami_apiserver::objects::Stored;
 use hami_placement::capacity::general_estimate;
-use hami_placement::{BindingView, ClusterView, Reservations, Shape, schedule};
+use hami_placement::{
+    BindingView, ClusterView, PreparedClusters, Reservations, Shape, schedule_prepared,
+};
 use hami_store::KeyValue;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
@@ -74,10 +76,11 @@ struct ClusterEntry {
     revision: u64,
 }
 
-/// The clusters at one moment, sorted by name.
+/// The clusters at one moment, sorted by name; the placement views are
+/// prepared once here, on each cluster change, not once per decision.
 #[derive(Default)]
 struct Snapshot {
-    views: Vec<ClusterView>,
+    views: PreparedClusters<'static>,
     endpoints: Vec<Option<String>>,
     revisions: Vec<u64>,
 }
@@ -235,11 +238,13 @@ impl Shared {
                 }
             }
             let mut snap = Snapshot::default();
+            let mut views = Vec::with_capacity(index.len());
             for e in index.values() {
-                snap.views.push(e.view.clone());
+                views.push(e.view.clone());
                 snap.endpoints.push(e.endpoint.clone());
                 snap.revisions.push(e.revision);
             }
+            snap.views = PreparedClusters::owned(views);
             *snapshot = Arc::new(snap);
         }
         if changed.is_empty() {
@@ -367,7 +372,7 @@ impl Shared {
                     continue;
                 }
                 queries.push(Query {
-                    cluster: snapshot.views[i].name.clone(),
+                    cluster: snapshot.views.views()[i].name.clone(),
                     endpoint: endpoint.clone(),
                     revision: snapshot.revisions[i],
                     shape_key: item.shape_key.clone(),
@@ -397,6 +402,7 @@ impl Shared {
                 let mut reservations = self.reservations.lock();
                 let available: Vec<Option<i32>> = snapshot
                     .views
+                    .views()
                     .iter()
                     .enumerate()
                     .map(|(i, c)| {
@@ -421,7 +427,7 @@ impl Shared {
                     })
                     .collect();
                 let t = std::time::Instant::now();
-                let result = schedule(&view, &snapshot.views, &available);
+                let result = schedule_prepared(&view, &snapshot.views, &available);
                 self.metrics
                     .algorithm_seconds
                     .observe(t.elapsed().as_secs_f64());
