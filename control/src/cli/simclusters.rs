@@ -95,12 +95,18 @@ impl Members {
         &self.kubeconfigs
     }
 
-    /// Stops the agents, then the simulated clusters.
-    pub async fn stop(self) {
+    /// Stops the Pull agents (first, while both sides still answer).
+    pub async fn stop_agents(&mut self) {
         let _ = self.stop.send(true);
-        for a in self.agents {
+        for a in self.agents.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), a).await;
         }
+    }
+
+    /// Stops the agents, then the simulated clusters (stop the control
+    /// plane's Push agents in between).
+    pub async fn stop(mut self) {
+        self.stop_agents().await;
         for s in self.sims {
             s.stop().await;
         }

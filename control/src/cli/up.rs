@@ -121,13 +121,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .context("create the default namespaces")?;
     let url = format!("http://{}", loopback_if_unspecified(addr));
+    let mut controllers = Vec::new();
     if let Some(m) = controller_metrics {
         let push = crate::controllers::push::PushOptions {
             control: kube::Client::try_from(kube::Config::new(url.parse()?))
                 .context("client to the control plane for Push agents")?,
             estimator_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
-        crate::controllers::start(server.state().clone(), m, push, stopped.clone())
+        controllers = crate::controllers::start(server.state().clone(), m, push, stopped.clone())
             .context("start the controllers")?;
     }
     let mut stopped_rx = stopped;
@@ -159,10 +160,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         _ = shutdown_signal() => tracing::info!("shutting down"),
         result = &mut serving => return flatten(result),
     }
+    // Pull agents first, then the controllers (the Push agents among
+    // them) while the members still answer, then the members.
+    let mut members = members;
+    if let Some(m) = members.as_mut() {
+        m.stop_agents().await;
+    }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        futures::future::join_all(controllers),
+    )
+    .await;
     if let Some(m) = members {
         m.stop().await;
     }
-    let _ = stop.send(true);
     let finished = tokio::time::timeout(std::time::Duration::from_secs(10), serving).await;
     if let Some(store) = embedded {
         store.close();
