@@ -37,7 +37,8 @@ pub struct UpArgs {
     #[arg(long, env = "HAMI_NO_CONTROLLERS")]
     pub no_controllers: bool,
     /// Also start this many simulated GPU member clusters (member-1..N; the
-    /// last joins in Push mode, the others in Pull mode with an agent).
+    /// last joins in Push mode, the others in Pull mode with an agent);
+    /// their kubeconfigs go to DATA_DIR/members/<name>.kubeconfig.
     #[arg(long, env = "HAMI_SIM_CLUSTERS", default_value_t = 0)]
     pub sim_clusters: usize,
     /// Fleet of the simulated clusters: one fleet for all, or a YAML list
@@ -81,6 +82,8 @@ async fn shutdown_signal() {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    // A bad fleet file is reported before anything starts.
+    let fleets = simclusters::fleets(args.sim_clusters, args.fleet.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create data directory {}", args.data_dir.display()))?;
     let embedded = if args.in_memory {
@@ -144,7 +147,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     outln!("  export KUBECONFIG={}", kubeconfig_path.display());
     outln!("  kubectl get namespaces");
     let members = if args.sim_clusters > 0 {
-        let fleets = simclusters::fleets(args.sim_clusters, args.fleet.as_deref())?;
         let members = simclusters::start(fleets, &url, &args.data_dir)
             .await
             .context("start the simulated clusters")?;
