@@ -1,6 +1,7 @@
 //! Server-side printing: `meta.k8s.io/v1` Table responses (what `kubectl get`
 //! asks for), PartialObjectMetadata, and the small JSONPath dialect of
-//! printer columns (`.spec.x`, `.items[0]`, `.status.conditions[?(@.type=="Ready")].status`).
+//! printer columns (`.spec.x`, `.items[0]`, `.items[*].x`,
+//! `.status.conditions[?(@.type=="Ready")].status`).
 
 use serde_json::{Value, json};
 
@@ -12,6 +13,8 @@ use super::registry::ResourceKind;
 enum Step {
     Field(String),
     Index(usize),
+    /// `[*]`: every element of an array.
+    All,
     /// `[?(@.a.b=="v")]`: array elements whose path equals the value.
     Filter(Vec<String>, Value),
 }
@@ -62,6 +65,8 @@ fn parse_path(path: &str) -> Option<Vec<Step>> {
                 .or_else(|| inner.strip_prefix('"').and_then(|f| f.strip_suffix('"')))
             {
                 steps.push(Step::Field(field.to_owned()));
+            } else if inner.trim() == "*" {
+                steps.push(Step::All);
             } else {
                 steps.push(Step::Index(inner.trim().parse().ok()?));
             }
@@ -72,7 +77,8 @@ fn parse_path(path: &str) -> Option<Vec<Step>> {
     Some(steps)
 }
 
-/// Evaluates a printer-column path; the first match, if any.
+/// Evaluates a printer-column path; the first match, if any (as Kubernetes'
+/// CRD table convertor prints the first result of a column's JSONPath).
 pub fn eval(object: &Value, path: &str) -> Option<Value> {
     let steps = parse_path(path)?;
     let mut current: Vec<&Value> = vec![object];
@@ -82,6 +88,7 @@ pub fn eval(object: &Value, path: &str) -> Option<Value> {
             match step {
                 Step::Field(f) => next.extend(value.get(f.as_str())),
                 Step::Index(i) => next.extend(value.get(*i)),
+                Step::All => next.extend(value.as_array().into_iter().flatten()),
                 Step::Filter(fields, want) => {
                     for item in value.as_array().into_iter().flatten() {
                         let got = fields.iter().try_fold(item, |v, f| v.get(f.as_str()));
@@ -222,6 +229,11 @@ mod tests {
         assert_eq!(
             eval(&o, r#".status.conditions[?(@.type=="Ready")].status"#),
             Some(json!("False"))
+        );
+        assert_eq!(eval(&o, ".spec.items[*]"), Some(json!("a")));
+        assert_eq!(
+            eval(&o, ".status.conditions[*].status"),
+            Some(json!("True"))
         );
         assert_eq!(eval(&o, ".spec.missing"), None);
         assert_eq!(eval(&o, ".spec[x"), None);
