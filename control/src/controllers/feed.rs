@@ -73,3 +73,23 @@ pub async fn run(
         }
     }
 }
+
+/// Spawns one [`run`] per prefix, each handing its changes to `handle` on
+/// `shared` (the index's writer for that prefix).
+pub fn spawn<S: Send + Sync + 'static>(
+    store: &Arc<dyn Store>,
+    prefixes: impl IntoIterator<Item = String>,
+    shared: &Arc<S>,
+    handle: fn(&S, Change),
+    stop: &watch::Receiver<bool>,
+) {
+    for prefix in prefixes {
+        let s = shared.clone();
+        tokio::spawn(run(
+            store.clone(),
+            prefix,
+            move |c| handle(&s, c),
+            stop.clone(),
+        ));
+    }
+}

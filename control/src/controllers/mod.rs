@@ -14,7 +14,7 @@
 //!   against the member with the credentials of its Secret.
 //!
 //! Shared pieces: [`feed`] (store watch → index updates), [`queue`] (keys
-//! with dedup and per-key backoff).
+//! with dedup and per-key backoff), [`runner`] (the batched reconcile loop).
 
 pub mod binding;
 pub mod detector;
@@ -22,6 +22,7 @@ pub mod feed;
 pub mod objects;
 pub mod push;
 pub mod queue;
+pub mod runner;
 pub mod scheduler;
 pub mod status;
 

@@ -48,6 +48,7 @@ use tokio::sync::watch;
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects};
 use super::queue::WorkQueue;
+use super::runner::{self, Reconciler, ResultLabel};
 use index::{BindingEntry, Index, WorkEntry, targeting_view};
 use works::{BindingInput, BindingRef, desired_works, fnv1a, strip_server_fields, updated_work};
 
@@ -57,14 +58,6 @@ pub const LABEL_NAMESPACE_CLUSTER: &str = "cluster.hami.io/name";
 /// Queue keys of execution namespaces start with this (binding keys are
 /// store keys, which start with `/`).
 const NAMESPACE_KEY: &str = "ns:";
-
-/// Keys handled per pass (reconciled concurrently).
-const BATCH: usize = 64;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
@@ -159,26 +152,36 @@ pub fn spawn(
         queue: WorkQueue::new(),
         metrics,
     });
-    let feeder = shared.clone();
-    tokio::spawn(feed::run(
-        shared.objects.store().clone(),
-        "/registry/".to_string(),
-        move |c| feeder.on_change(c),
-        stop.clone(),
-    ));
-    let mut stop = stop;
-    Ok(tokio::spawn(async move {
-        loop {
-            let batch = tokio::select! {
-                b = shared.queue.pop(BATCH) => b,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            if batch.is_empty() {
-                return;
-            }
-            futures::future::join_all(batch.iter().map(|k| shared.reconcile_key(k))).await;
+    feed::spawn(
+        shared.objects.store(),
+        ["/registry/".to_string()],
+        &shared,
+        Shared::on_change,
+        &stop,
+    );
+    Ok(runner::spawn(shared, stop))
+}
+
+impl Reconciler for Shared {
+    const NAME: &'static str = "binding controller";
+
+    fn queue(&self) -> &WorkQueue {
+        &self.queue
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
+        match key.strip_prefix(NAMESPACE_KEY) {
+            Some(cluster) => self.reconcile_namespace(cluster).await,
+            None => self.reconcile_binding(key).await,
         }
-    }))
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics
+            .reconciles
+            .get_or_create(&ResultLabel { result: outcome })
+            .inc();
+    }
 }
 
 /// What a store key names.
@@ -424,31 +427,6 @@ impl Shared {
                 }
             }
             Class::Other => {}
-        }
-    }
-
-    async fn reconcile_key(&self, key: &str) {
-        let result = match key.strip_prefix(NAMESPACE_KEY) {
-            Some(cluster) => self.reconcile_namespace(cluster).await,
-            None => self.reconcile_binding(key).await,
-        };
-        self.queue.done(key);
-        match result {
-            Ok(outcome) => {
-                self.queue.forget(key);
-                self.metrics
-                    .reconciles
-                    .get_or_create(&ResultLabel { result: outcome })
-                    .inc();
-            }
-            Err(e) => {
-                self.metrics
-                    .reconciles
-                    .get_or_create(&ResultLabel { result: "error" })
-                    .inc();
-                let delay = self.queue.retry(key);
-                tracing::debug!(key, error = %e, ?delay, "binding controller: retrying");
-            }
         }
     }
 

@@ -23,7 +23,6 @@ use hami_api::propagation::PropagationSpec;
 use hami_apiserver::ResourceKind;
 use hami_apiserver::keys::kind_prefix;
 use parking_lot::RwLock;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -33,6 +32,7 @@ use tokio::sync::watch;
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects};
 use super::queue::WorkQueue;
+use super::runner::{self, Reconciler, ResultLabel};
 use matching::{Policy, Template, best_policy};
 
 /// Label on a binding: namespace of the PropagationPolicy that claimed it.
@@ -41,14 +41,6 @@ pub const LABEL_PP_NAMESPACE: &str = "propagationpolicy.hami.io/namespace";
 pub const LABEL_PP_NAME: &str = "propagationpolicy.hami.io/name";
 /// Label on a binding: name of the ClusterPropagationPolicy that claimed it.
 pub const LABEL_CPP_NAME: &str = "clusterpropagationpolicy.hami.io/name";
-
-/// Keys handled per pass (reconciled concurrently).
-const BATCH: usize = 64;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
 
 /// Detector metrics (prefix `hami_detector_`).
 #[derive(Clone)]
@@ -120,28 +112,41 @@ pub fn spawn(
         rb,
         crb,
     });
-    let feeder = shared.clone();
-    let store = shared.objects.store().clone();
-    let watch_stop = stop.clone();
-    tokio::spawn(feed::run(
-        store,
-        "/registry/".to_string(),
-        move |c| feeder.on_change(c),
-        watch_stop,
-    ));
-    let mut stop = stop;
-    Ok(tokio::spawn(async move {
-        loop {
-            let batch = tokio::select! {
-                b = shared.queue.pop(BATCH) => b,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            if batch.is_empty() {
-                return;
+    feed::spawn(
+        shared.objects.store(),
+        ["/registry/".to_string()],
+        &shared,
+        Shared::on_change,
+        &stop,
+    );
+    Ok(runner::spawn(shared, stop))
+}
+
+impl Reconciler for Shared {
+    const NAME: &'static str = "detector";
+
+    fn queue(&self) -> &WorkQueue {
+        &self.queue
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
+        self.reconcile_template(key).await
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics.count(outcome);
+    }
+
+    fn give_up(&self, key: &str, e: &ObjectError) -> bool {
+        match e {
+            ObjectError::Api(api) if matches!(**api, hami_apiserver::ApiError::Invalid { .. }) => {
+                // The binding we would write is invalid: retrying cannot help.
+                tracing::warn!(key, error = %e, "detector: binding rejected");
+                true
             }
-            futures::future::join_all(batch.iter().map(|k| shared.reconcile_key(k))).await;
+            _ => false,
         }
-    }))
+    }
 }
 
 /// What a store key names.
@@ -309,28 +314,7 @@ impl Shared {
         }
     }
 
-    async fn reconcile_key(&self, key: &str) {
-        let result = self.reconcile(key).await;
-        self.queue.done(key);
-        match result {
-            Ok(outcome) => {
-                self.queue.forget(key);
-                self.metrics.count(outcome);
-            }
-            Err(ObjectError::Api(e)) if matches!(*e, hami_apiserver::ApiError::Invalid { .. }) => {
-                // The binding we would write is invalid: retrying cannot help.
-                self.metrics.count("error");
-                tracing::warn!(key, error = %e, "detector: binding rejected");
-            }
-            Err(e) => {
-                self.metrics.count("error");
-                let delay = self.queue.retry(key);
-                tracing::debug!(key, error = %e, ?delay, "detector: retrying");
-            }
-        }
-    }
-
-    async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
+    async fn reconcile_template(&self, key: &str) -> Result<&'static str, ObjectError> {
         let KeyKind::Template(kind) = self.classify(key) else {
             return Ok("unchanged");
         };

@@ -151,21 +151,21 @@ pub fn spawn(
         metrics,
         options,
     });
-    let store = shared.objects.store().clone();
-    let s = shared.clone();
-    tokio::spawn(feed::run(
-        store.clone(),
-        kind_prefix(&cluster),
-        move |c| s.on_cluster(c),
-        stop.clone(),
-    ));
-    let s = shared.clone();
-    tokio::spawn(feed::run(
+    let store = shared.objects.store();
+    feed::spawn(
         store,
-        kind_prefix(&secret),
-        move |c| s.on_secret(c),
-        stop.clone(),
-    ));
+        [kind_prefix(&cluster)],
+        &shared,
+        Shared::on_cluster,
+        &stop,
+    );
+    feed::spawn(
+        store,
+        [kind_prefix(&secret)],
+        &shared,
+        Shared::on_secret,
+        &stop,
+    );
     let mut stop = stop;
     Ok(tokio::spawn(async move {
         let mut current: BTreeMap<String, Current> = BTreeMap::new();

@@ -134,24 +134,22 @@ pub fn spawn(
         estimators: Estimators::new(config.estimates, metrics.clone()),
         metrics,
     });
-    let store = shared.objects.store().clone();
+    let store = shared.objects.store();
     // Clusters first, so the first bindings meet a populated index.
-    let s = shared.clone();
-    tokio::spawn(feed::run(
-        store.clone(),
-        kind_prefix(&cluster_kind),
-        move |c| s.on_cluster(c),
-        stop.clone(),
-    ));
-    for kind in [&rb, &crb] {
-        let s = shared.clone();
-        tokio::spawn(feed::run(
-            store.clone(),
-            kind_prefix(kind),
-            move |c| s.on_binding(c),
-            stop.clone(),
-        ));
-    }
+    feed::spawn(
+        store,
+        [kind_prefix(&cluster_kind)],
+        &shared,
+        Shared::on_cluster,
+        &stop,
+    );
+    feed::spawn(
+        store,
+        [kind_prefix(&rb), kind_prefix(&crb)],
+        &shared,
+        Shared::on_binding,
+        &stop,
+    );
     let (tx, rx) = mpsc::channel::<WriteJob>(config.max_in_flight.max(1) * 2);
     tokio::spawn(writer(shared.clone(), rx, config.max_in_flight.max(1)));
     let mut stop = stop;

@@ -40,15 +40,8 @@ use super::binding::works::{BindingRef, fnv1a};
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects};
 use super::queue::WorkQueue;
+use super::runner::{self, Reconciler, ResultLabel};
 use aggregate::{WorkReport, aggregated_items, all_observed, binding_status, template_status};
-
-/// Keys handled per pass (reconciled concurrently).
-const BATCH: usize = 64;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabel {
@@ -152,36 +145,35 @@ pub fn spawn(
         queue: WorkQueue::new(),
         metrics,
     });
-    let store = shared.objects.store().clone();
-    let s = shared.clone();
-    tokio::spawn(feed::run(
-        store.clone(),
-        kind_prefix(&work),
-        move |c| s.on_work(c),
-        stop.clone(),
-    ));
-    for kind in [&rb, &crb] {
-        let s = shared.clone();
-        tokio::spawn(feed::run(
-            store.clone(),
-            kind_prefix(kind),
-            move |c| s.on_binding(c),
-            stop.clone(),
-        ));
+    let store = shared.objects.store();
+    feed::spawn(store, [kind_prefix(&work)], &shared, Shared::on_work, &stop);
+    feed::spawn(
+        store,
+        [kind_prefix(&rb), kind_prefix(&crb)],
+        &shared,
+        Shared::on_binding,
+        &stop,
+    );
+    Ok(runner::spawn(shared, stop))
+}
+
+impl Reconciler for Shared {
+    const NAME: &'static str = "status";
+
+    fn queue(&self) -> &WorkQueue {
+        &self.queue
     }
-    let mut stop = stop;
-    Ok(tokio::spawn(async move {
-        loop {
-            let batch = tokio::select! {
-                b = shared.queue.pop(BATCH) => b,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            if batch.is_empty() {
-                return;
-            }
-            futures::future::join_all(batch.iter().map(|k| shared.reconcile_key(k))).await;
-        }
-    }))
+
+    async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
+        self.reconcile_binding(key).await
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics
+            .reconciles
+            .get_or_create(&ResultLabel { result: outcome })
+            .inc();
+    }
 }
 
 impl Shared {
@@ -284,29 +276,7 @@ impl Shared {
         }
     }
 
-    async fn reconcile_key(&self, key: &str) {
-        let result = self.reconcile(key).await;
-        self.queue.done(key);
-        match result {
-            Ok(outcome) => {
-                self.queue.forget(key);
-                self.metrics
-                    .reconciles
-                    .get_or_create(&ResultLabel { result: outcome })
-                    .inc();
-            }
-            Err(e) => {
-                self.metrics
-                    .reconciles
-                    .get_or_create(&ResultLabel { result: "error" })
-                    .inc();
-                let delay = self.queue.retry(key);
-                tracing::debug!(key, error = %e, ?delay, "status: retrying");
-            }
-        }
-    }
-
-    async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
+    async fn reconcile_binding(&self, key: &str) -> Result<&'static str, ObjectError> {
         let (kind, ns, name) = if let Some((ns, name)) = parse_key(&self.rb, key) {
             (&self.rb, ns, name)
         } else if let Some((_, name)) = parse_key(&self.crb, key) {
