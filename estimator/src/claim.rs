@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::{Taint, TaintEffect};
+use crate::shape::ShapeError;
 
 /// A node selector requirement operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,6 +108,38 @@ pub struct Toleration {
 }
 
 impl Toleration {
+    /// A toleration from its API fields (an absent string reads as empty):
+    /// the operator is `Equal` or `Exists`, the effect a known taint effect.
+    pub fn from_fields(
+        key: Option<&str>,
+        operator: Option<&str>,
+        value: Option<&str>,
+        effect: Option<&str>,
+    ) -> Result<Self, ShapeError> {
+        let operator = match operator {
+            None | Some("") | Some("Equal") => TolerationOperator::Equal,
+            Some("Exists") => TolerationOperator::Exists,
+            Some(o) => {
+                return Err(ShapeError::Claim(format!(
+                    "unknown toleration operator {o:?}"
+                )));
+            }
+        };
+        let effect = match effect {
+            None | Some("") => None,
+            Some(e) => Some(
+                TaintEffect::parse(e)
+                    .ok_or_else(|| ShapeError::Claim(format!("unknown taint effect {e:?}")))?,
+            ),
+        };
+        Ok(Self {
+            key: key.unwrap_or_default().to_string(),
+            operator,
+            value: value.unwrap_or_default().to_string(),
+            effect,
+        })
+    }
+
     /// Whether this toleration tolerates the taint.
     pub fn tolerates(&self, taint: &Taint) -> bool {
         if self.effect.is_some_and(|e| e != taint.effect) {

@@ -10,7 +10,7 @@ use hami_api::gpu::{
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::claim::{NodeClaim, Operator, Requirement, Term, Toleration, TolerationOperator};
+use crate::claim::{NodeClaim, Operator, Requirement, Term, Toleration};
 use crate::model::{
     GpuAmounts, GpuDevice, GpuUse, NodeInfo, PodInfo, PodPhase, ResourceError, Resources, Taint,
     TaintEffect, WorkloadRef,
@@ -299,28 +299,12 @@ pub fn affinity_terms(sel: &core::NodeSelector) -> Result<Vec<Term>, ShapeError>
 
 /// Converts a toleration.
 pub fn toleration(t: &core::Toleration) -> Result<Toleration, ShapeError> {
-    let operator = match t.operator.as_deref() {
-        None | Some("") | Some("Equal") => TolerationOperator::Equal,
-        Some("Exists") => TolerationOperator::Exists,
-        Some(o) => {
-            return Err(ShapeError::Claim(format!(
-                "unknown toleration operator {o:?}"
-            )));
-        }
-    };
-    let effect = match t.effect.as_deref() {
-        None | Some("") => None,
-        Some(e) => Some(
-            TaintEffect::parse(e)
-                .ok_or_else(|| ShapeError::Claim(format!("unknown taint effect {e:?}")))?,
-        ),
-    };
-    Ok(Toleration {
-        key: t.key.clone().unwrap_or_default(),
-        operator,
-        value: t.value.clone().unwrap_or_default(),
-        effect,
-    })
+    Toleration::from_fields(
+        t.key.as_deref(),
+        t.operator.as_deref(),
+        t.value.as_deref(),
+        t.effect.as_deref(),
+    )
 }
 
 /// The replica shape of a pod template: its requests, node claim and GPU

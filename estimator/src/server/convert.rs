@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use hami_proto::github::com::karmada_io::karmada::pkg::estimator::pb;
 use hami_proto::k8s::io::api::core::v1 as corepb;
 
-use crate::claim::{NodeClaim, Operator, Requirement, Term, Toleration, TolerationOperator};
-use crate::model::TaintEffect;
+use crate::claim::{NodeClaim, Operator, Requirement, Term, Toleration};
 use crate::shape::{ReplicaShape, ShapeError};
 
 /// Why a request cannot be answered.
@@ -62,28 +61,12 @@ fn requirement(r: &corepb::NodeSelectorRequirement) -> Result<Requirement, Shape
 }
 
 fn toleration(t: &corepb::Toleration) -> Result<Toleration, ShapeError> {
-    let operator = match t.operator.as_deref() {
-        None | Some("") | Some("Equal") => TolerationOperator::Equal,
-        Some("Exists") => TolerationOperator::Exists,
-        Some(o) => {
-            return Err(ShapeError::Claim(format!(
-                "unknown toleration operator {o:?}"
-            )));
-        }
-    };
-    let effect = match t.effect.as_deref() {
-        None | Some("") => None,
-        Some(e) => Some(
-            TaintEffect::parse(e)
-                .ok_or_else(|| ShapeError::Claim(format!("unknown taint effect {e:?}")))?,
-        ),
-    };
-    Ok(Toleration {
-        key: t.key.clone().unwrap_or_default(),
-        operator,
-        value: t.value.clone().unwrap_or_default(),
-        effect,
-    })
+    Toleration::from_fields(
+        t.key.as_deref(),
+        t.operator.as_deref(),
+        t.value.as_deref(),
+        t.effect.as_deref(),
+    )
 }
 
 /// Karmada's node claim to ours.
