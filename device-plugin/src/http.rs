@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::get;
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
@@ -27,47 +26,29 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
 }
 
+/// The router: /metrics samples the devices, then encodes; /readyz
+/// follows `ready`.
 pub fn router(state: Arc<HttpState>) -> Router {
+    let ready = Arc::clone(&state.ready);
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .merge(hami_telemetry::probes(move || {
+            if ready.load(Ordering::SeqCst) {
+                Ok("registered with kubelet")
+            } else {
+                Err("not registered with kubelet")
+            }
+        }))
         .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     // Sample usage first, outside the registry lock: NVML calls may take a while.
     let usage = state.backend.usage();
     let gpus = state.gpus.borrow().clone();
-    let mut body = String::new();
-    let encoded = {
-        let registry = state.registry.lock();
-        state.metrics.refresh(&gpus, &usage, &state.cfg);
-        prometheus_client::encoding::text::encode(&mut body, &registry)
-    };
-    match encoded {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
-    }
-}
-
-async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    if state.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "registered with kubelet")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not registered with kubelet",
-        )
-    }
+    let registry = state.registry.lock();
+    state.metrics.refresh(&gpus, &usage, &state.cfg);
+    hami_telemetry::metrics_response(&registry)
 }
 
 #[cfg(test)]
@@ -77,6 +58,7 @@ mod tests {
     use crate::backend::fake::FakeBackend;
     use axum::body::Body;
     use axum::http::Request;
+    use axum::http::StatusCode;
     use tower::ServiceExt;
 
     async fn get(app: &Router, path: &str) -> (StatusCode, String) {

@@ -6,7 +6,7 @@ use hami_device_plugin::runtime::{self, Args};
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    runtime::init_tracing(args.log_json);
+    hami_telemetry::init_tracing(args.log_json);
     match runtime::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

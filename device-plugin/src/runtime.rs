@@ -136,17 +136,6 @@ impl Args {
     }
 }
 
-pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 /// Opens the backend the flags name.
 pub fn open_backend(args: &Args) -> Result<Arc<dyn Backend>, BackendError> {
     match args.backend {

@@ -103,16 +103,7 @@ async fn client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    hami_telemetry::init_tracing(args.log_json);
     let control = client(Some(&args.control_kubeconfig)).await?;
     let member = client(args.member_kubeconfig.as_ref()).await?;
 

@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hami_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, Store};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 use super::{kubeconfig, simclusters};
 use crate::apiserver::{ApiMetrics, ApiServer, ServerConfig, hami_kinds};
@@ -48,14 +47,7 @@ pub struct UpArgs {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    hami_telemetry::init_tracing_with_writer(matches!(format, LogFormat::Json), std::io::stderr);
 }
 
 async fn shutdown_signal() {

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::get;
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
@@ -24,32 +23,16 @@ pub struct HttpState {
     pub snapshot: Arc<Mutex<Snapshot>>,
 }
 
-/// The router.
+/// The router: /metrics refreshes the snapshot gauges, then encodes.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .merge(hami_telemetry::probes(hami_telemetry::always_ready))
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+async fn metrics(State(s): State<HttpState>) -> Response {
     let stats = s.snapshot.lock().stats();
     s.metrics.set_snapshot(stats);
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            "encoding failed".to_string(),
-        ),
-    }
+    hami_telemetry::metrics_response(&s.registry)
 }
