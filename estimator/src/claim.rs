@@ -51,6 +51,17 @@ pub struct Requirement {
 }
 
 impl Requirement {
+    /// A requirement from its API fields; an unknown operator is an error.
+    pub fn from_fields(key: &str, operator: &str, values: Vec<String>) -> Result<Self, ShapeError> {
+        let operator = Operator::parse(operator)
+            .ok_or_else(|| ShapeError::Claim(format!("unknown operator {operator:?}")))?;
+        Ok(Self {
+            key: key.to_string(),
+            operator,
+            values,
+        })
+    }
+
     fn matches(&self, value: Option<&str>) -> bool {
         match self.operator {
             Operator::In => value.is_some_and(|v| self.values.iter().any(|x| x == v)),
@@ -82,6 +93,26 @@ pub struct Term {
     pub match_expressions: Vec<Requirement>,
     /// Requirements on fields; Kubernetes supports only `metadata.name`.
     pub match_fields: Vec<Requirement>,
+}
+
+impl Term {
+    /// A term from its API requirements, each converted with `requirement`.
+    pub fn convert<'r, R: 'r>(
+        match_expressions: impl IntoIterator<Item = &'r R>,
+        match_fields: impl IntoIterator<Item = &'r R>,
+        requirement: impl Fn(&R) -> Result<Requirement, ShapeError>,
+    ) -> Result<Self, ShapeError> {
+        Ok(Self {
+            match_expressions: match_expressions
+                .into_iter()
+                .map(&requirement)
+                .collect::<Result<_, _>>()?,
+            match_fields: match_fields
+                .into_iter()
+                .map(&requirement)
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 /// A toleration operator.

@@ -10,7 +10,7 @@ use hami_api::gpu::{
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::claim::{NodeClaim, Operator, Requirement, Term, Toleration};
+use crate::claim::{NodeClaim, Requirement, Term, Toleration};
 use crate::model::{
     GpuAmounts, GpuDevice, GpuUse, NodeInfo, PodInfo, PodPhase, ResourceError, Resources, Taint,
     TaintEffect, WorkloadRef,
@@ -267,32 +267,17 @@ pub fn owner(pod: &core::Pod) -> Option<WorkloadRef> {
 
 /// Converts a Kubernetes node selector (required node affinity).
 pub fn affinity_terms(sel: &core::NodeSelector) -> Result<Vec<Term>, ShapeError> {
-    let req = |r: &core::NodeSelectorRequirement| -> Result<Requirement, ShapeError> {
-        let operator = Operator::parse(&r.operator)
-            .ok_or_else(|| ShapeError::Claim(format!("unknown operator {:?}", r.operator)))?;
-        Ok(Requirement {
-            key: r.key.clone(),
-            operator,
-            values: r.values.clone().unwrap_or_default(),
-        })
+    let req = |r: &core::NodeSelectorRequirement| {
+        Requirement::from_fields(&r.key, &r.operator, r.values.clone().unwrap_or_default())
     };
     sel.node_selector_terms
         .iter()
         .map(|t| {
-            Ok(Term {
-                match_expressions: t
-                    .match_expressions
-                    .iter()
-                    .flatten()
-                    .map(req)
-                    .collect::<Result<_, _>>()?,
-                match_fields: t
-                    .match_fields
-                    .iter()
-                    .flatten()
-                    .map(req)
-                    .collect::<Result<_, _>>()?,
-            })
+            Term::convert(
+                t.match_expressions.iter().flatten(),
+                t.match_fields.iter().flatten(),
+                req,
+            )
         })
         .collect()
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hami_proto::github::com::karmada_io::karmada::pkg::estimator::pb;
 use hami_proto::k8s::io::api::core::v1 as corepb;
 
-use crate::claim::{NodeClaim, Operator, Requirement, Term, Toleration};
+use crate::claim::{NodeClaim, Requirement, Term, Toleration};
 use crate::shape::{ReplicaShape, ShapeError};
 
 /// Why a request cannot be answered.
@@ -50,14 +50,11 @@ pub fn check_cluster(serves: &str, asked: Option<&str>) -> Result<(), ConvertErr
 }
 
 fn requirement(r: &corepb::NodeSelectorRequirement) -> Result<Requirement, ShapeError> {
-    let op = r.operator.as_deref().unwrap_or("");
-    let operator =
-        Operator::parse(op).ok_or_else(|| ShapeError::Claim(format!("unknown operator {op:?}")))?;
-    Ok(Requirement {
-        key: r.key.clone().unwrap_or_default(),
-        operator,
-        values: r.values.clone(),
-    })
+    Requirement::from_fields(
+        r.key.as_deref().unwrap_or_default(),
+        r.operator.as_deref().unwrap_or(""),
+        r.values.clone(),
+    )
 }
 
 fn toleration(t: &corepb::Toleration) -> Result<Toleration, ShapeError> {
@@ -80,20 +77,7 @@ pub fn claim(c: Option<&pb::NodeClaim>) -> Result<NodeClaim, ShapeError> {
         .map(|sel| {
             sel.node_selector_terms
                 .iter()
-                .map(|t| {
-                    Ok(Term {
-                        match_expressions: t
-                            .match_expressions
-                            .iter()
-                            .map(requirement)
-                            .collect::<Result<_, _>>()?,
-                        match_fields: t
-                            .match_fields
-                            .iter()
-                            .map(requirement)
-                            .collect::<Result<_, _>>()?,
-                    })
-                })
+                .map(|t| Term::convert(&t.match_expressions, &t.match_fields, requirement))
                 .collect::<Result<Vec<_>, ShapeError>>()
         })
         .transpose()?;
