@@ -151,3 +151,9 @@ impl Objects {
         }
     }
 }
+
+/// The `spec` of an object read as `T`; `None` when it is absent or does not
+/// read as `T`.
+pub fn spec_of<T: serde::de::DeserializeOwned>(object: &Value) -> Option<T> {
+    T::deserialize(object.get("spec")?).ok()
+}

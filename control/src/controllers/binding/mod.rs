@@ -46,7 +46,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::feed::{self, Change};
-use super::objects::{ObjectError, Objects};
+use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
 use index::{BindingEntry, Index, WorkEntry, targeting_view};
@@ -233,7 +233,7 @@ impl Shared {
     }
 
     fn binding_entry(&self, object: &Value) -> Option<BindingEntry> {
-        let spec: ResourceBindingSpec = serde_json::from_value(object.get("spec")?.clone()).ok()?;
+        let spec: ResourceBindingSpec = spec_of(object)?;
         let r = &spec.resource;
         let template_key = self
             .objects
@@ -272,7 +272,7 @@ impl Shared {
     }
 
     fn policy_spec(object: &Value) -> Option<OverrideSpec> {
-        serde_json::from_value(object.get("spec")?.clone()).ok()
+        spec_of(object)
     }
 
     fn on_change(&self, change: Change) {
@@ -503,14 +503,9 @@ impl Shared {
         let Some(binding) = binding else {
             return self.delete_works(&existing, &BTreeSet::new()).await;
         };
-        let spec: ResourceBindingSpec = match binding
-            .object
-            .get("spec")
-            .cloned()
-            .map(serde_json::from_value)
-        {
-            Some(Ok(s)) => s,
-            _ => {
+        let spec: ResourceBindingSpec = match spec_of(&binding.object) {
+            Some(spec) => spec,
+            None => {
                 self.metrics.bad_objects.inc();
                 tracing::warn!(key, "binding controller: binding spec unreadable");
                 return Ok("error");

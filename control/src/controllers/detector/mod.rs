@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::feed::{self, Change};
-use super::objects::{ObjectError, Objects};
+use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
 use matching::{Policy, Template, best_policy};
@@ -206,7 +206,7 @@ impl Shared {
             return None;
         }
         let name = object.pointer("/metadata/name")?.as_str()?.to_owned();
-        let spec: PropagationSpec = serde_json::from_value(object.get("spec")?.clone()).ok()?;
+        let spec: PropagationSpec = spec_of(&object)?;
         Some(Policy {
             namespace,
             name,

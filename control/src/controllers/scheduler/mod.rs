@@ -43,7 +43,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::feed::{self, Change};
-use super::objects::{ObjectError, Objects};
+use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use estimate::{EstimateConfig, Estimators, Query};
 use metrics::{AttemptResult, SchedulerMetrics};
@@ -315,14 +315,9 @@ impl Shared {
         if !status::needs_scheduling(&stored.object) {
             return None;
         }
-        let spec: ResourceBindingSpec = match stored
-            .object
-            .get("spec")
-            .cloned()
-            .map(serde_json::from_value)
-        {
-            Some(Ok(spec)) => spec,
-            _ => {
+        let spec: ResourceBindingSpec = match spec_of(&stored.object) {
+            Some(spec) => spec,
+            None => {
                 tracing::warn!(key, "scheduler: binding spec unreadable; skipped");
                 self.metrics.attempt(AttemptResult::Error);
                 return None;

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use super::binding::works::{BindingRef, fnv1a};
 use super::feed::{self, Change};
-use super::objects::{ObjectError, Objects};
+use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
 use aggregate::{WorkReport, aggregated_items, all_observed, binding_status, template_status};
@@ -287,14 +287,9 @@ impl Shared {
         let Some(binding) = self.objects.get(kind, ns, name)? else {
             return Ok("unchanged");
         };
-        let spec: ResourceBindingSpec = match binding
-            .object
-            .get("spec")
-            .cloned()
-            .map(serde_json::from_value)
-        {
-            Some(Ok(s)) => s,
-            _ => {
+        let spec: ResourceBindingSpec = match spec_of(&binding.object) {
+            Some(spec) => spec,
+            None => {
                 self.metrics.bad_objects.inc();
                 return Ok("error");
             }
