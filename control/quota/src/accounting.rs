@@ -37,6 +37,9 @@
 //! new assignment: moving replicas costs no extra quota, and failover is never
 //! refused for lack of room it does not need. An eviction task for a cluster
 //! that is also in `spec.clusters` is ignored (the cluster keeps one copy).
+//! Known over-count: a second failover while the first eviction still runs
+//! (copies of copies) pairs only with the new assignment, so the chain counts
+//! more than once until the older task ends; it errs on the safe side.
 
 use std::collections::BTreeMap;
 
