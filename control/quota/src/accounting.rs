@@ -16,6 +16,8 @@
 //! | `nvidia.com/gpucores` | percent of cores per GPU × GPUs (0 when absent) |
 //!
 //! The model memory comes from [`GpuModels`] (conservative; see there).
+//! `nvidia.com/gpumem` lines are plain MiB, HAMi's unit: 2 TiB of GPU memory
+//! is `"2097152"`, not `"2Ti"` (which would read as 2·2⁴⁰ MiB).
 //!
 //! # Graceful eviction: replaced replicas count once
 //!
