@@ -10,10 +10,16 @@
 //! of the workload and the cluster rather than the cluster's position,
 //! remainders of many workloads land on different clusters.
 //!
-//! [`apportion`] computes this in `O(k log k)` for `k` parties regardless of
-//! `n`: one divisor estimate (repeated while caps bind), then a few exact
-//! corrections. [`apportion_slow`] hands out seats one at a time and is the
-//! obviously-right reference the property tests compare against.
+//! [`apportion`] computes this in `O(k)` for `k` parties regardless of `n`
+//! when the divisor estimate (rounded quotas, repeated while caps bind) is
+//! off by at most [`BATCH`] seats: one pass drops the `d` worst held offers
+//! (or adds the `d` best free ones), one more pass checks that no free offer
+//! beats a held one, swapping while one does. An estimate further off, or a
+//! correction that keeps swapping, goes to two heaps (`O(k log k)`).
+//! [`apportion_shares`] asks for a party's tie key only when two equal
+//! priorities meet, which few apportionments do. [`apportion_slow`] hands
+//! out seats one at a time and is the obviously-right reference the
+//! property tests compare against.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -114,17 +120,255 @@ fn can_grow(p: &Party, held: u64) -> bool {
     p.weight > 0 && held < p.cap
 }
 
+/// A party without its tie key, for [`apportion_shares`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// Relative weight; 0 means the party gets no seat.
+    pub weight: u64,
+    /// Most seats this party may hold.
+    pub cap: u64,
+}
+
 /// Apportions `seats` among `parties` (Webster, capped, stable ties). The
 /// counts sum to `min(seats, sum of caps of parties with weight > 0)`.
 pub fn apportion(seats: u64, parties: &[Party]) -> Vec<u64> {
-    let mut held = estimate(seats, parties);
-    correct(seats, parties, &mut held);
+    let shares: Vec<Share> = parties
+        .iter()
+        .map(|p| Share {
+            weight: p.weight,
+            cap: p.cap,
+        })
+        .collect();
+    apportion_shares(seats, &shares, |i| parties[i].tie)
+}
+
+/// [`apportion`] with tie keys computed on demand: `tie(i)` is party `i`'s
+/// tie key, called at most once per party and only for parties whose
+/// offers meet an equal priority (a tie key is a hash, costly next to the
+/// arithmetic; most apportionments need none or a few).
+pub fn apportion_shares(seats: u64, shares: &[Share], tie: impl Fn(usize) -> u64) -> Vec<u64> {
+    let (mut held, total) = estimate(seats, shares);
+    let mut ties = Ties {
+        key: tie,
+        known: vec![None; shares.len()],
+    };
+    if !settle(seats, shares, &mut held, total, &mut ties) {
+        let parties: Vec<Party> = shares
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Party {
+                weight: s.weight,
+                cap: s.cap,
+                tie: ties.get(i),
+            })
+            .collect();
+        correct(seats, &parties, &mut held);
+    }
     held
 }
 
+/// Tie keys, each computed once when first needed.
+struct Ties<F> {
+    key: F,
+    known: Vec<Option<u64>>,
+}
+
+impl<F: Fn(usize) -> u64> Ties<F> {
+    fn get(&mut self, i: usize) -> u64 {
+        *self.known[i].get_or_insert_with(|| (self.key)(i))
+    }
+}
+
+/// Priority of seat `sa` of weight `wa` against seat `sb` of weight `wb`:
+/// `wa / (sa + 1/2)` vs `wb / (sb + 1/2)`, exactly.
+#[inline(always)]
+fn priority_cmp(wa: u64, sa: u64, wb: u64, sb: u64) -> Ordering {
+    // In u64 when every factor is below 2^31 (products below 2^63): the
+    // common case, and cheaper than two 128-bit multiplications.
+    if (wa | wb | sa | sb) >> 31 == 0 {
+        return (wa * (2 * sb + 1)).cmp(&(wb * (2 * sa + 1)));
+    }
+    let lhs = u128::from(wa) * (2 * u128::from(sb) + 1);
+    let rhs = u128::from(wb) * (2 * u128::from(sa) + 1);
+    lhs.cmp(&rhs)
+}
+
+/// Most seats one scan pass adds or drops; an estimate further off goes to
+/// the heaps. Large enough for the estimate's usual error at thousands of
+/// parties (the rounding errors of `k` quotas add up to about `sqrt(k / 12)`).
+pub const BATCH: usize = 32;
+
+/// Scan passes before handing over to the heaps.
+const PASSES: usize = 8;
+
+/// Seat `seat` of party `party`: an offer, compared by [`Scan::better`].
+#[derive(Clone, Copy)]
+struct Seat {
+    party: usize,
+    weight: u64,
+    seat: u64,
+}
+
+struct Scan<'s, F> {
+    ties: &'s mut Ties<F>,
+}
+
+impl<F: Fn(usize) -> u64> Scan<'_, F> {
+    /// `Greater` when `a` is the better offer (taken earlier): priority,
+    /// then tie key ascending, then position ascending.
+    #[inline(always)]
+    fn better(&mut self, a: Seat, b: Seat) -> Ordering {
+        match priority_cmp(a.weight, a.seat, b.weight, b.seat) {
+            Ordering::Equal => self.tie_break(a.party, b.party),
+            o => o,
+        }
+    }
+
+    #[inline(never)]
+    fn tie_break(&mut self, a: usize, b: usize) -> Ordering {
+        let (ta, tb) = (self.ties.get(a), self.ties.get(b));
+        tb.cmp(&ta).then_with(|| b.cmp(&a))
+    }
+
+    /// The `d` best (`best`) or worst offers of `offers`, into `out`.
+    fn extremes(
+        &mut self,
+        d: usize,
+        best: bool,
+        offers: impl Iterator<Item = Seat>,
+        out: &mut Vec<Seat>,
+    ) {
+        // `out` stays ordered most extreme first; a candidate enters when it
+        // is more extreme than the last kept.
+        let want = if best {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
+        out.clear();
+        for o in offers {
+            if out.len() == d {
+                let Some(&last) = out.last() else { return };
+                if self.better(o, last) != want {
+                    continue;
+                }
+                out.pop();
+            }
+            let mut at = out.len();
+            while at > 0 && self.better(o, out[at - 1]) == want {
+                at -= 1;
+            }
+            out.insert(at, o);
+        }
+    }
+}
+
+/// Brings an estimate to the exact result by linear scans; false when it
+/// gives up (too far off), leaving `held` a valid start for [`correct`].
+fn settle<F: Fn(usize) -> u64>(
+    seats: u64,
+    shares: &[Share],
+    held: &mut [u64],
+    mut total: u64,
+    ties: &mut Ties<F>,
+) -> bool {
+    let mut scan = Scan { ties };
+    let mut picked: Vec<Seat> = Vec::with_capacity(BATCH);
+    for _ in 0..PASSES {
+        if total > seats {
+            // Drop the d worst held offers, one per party.
+            let d = match usize::try_from(total - seats) {
+                Ok(d) if d <= BATCH => d,
+                _ => return false,
+            };
+            let held_offers = shares
+                .iter()
+                .zip(held.iter())
+                .enumerate()
+                .filter(|&(_, (_, &h))| h > 0)
+                .map(|(i, (s, &h))| Seat {
+                    party: i,
+                    weight: s.weight,
+                    seat: h - 1,
+                });
+            scan.extremes(d, false, held_offers, &mut picked);
+            for s in &picked {
+                held[s.party] -= 1;
+                total -= 1;
+            }
+        } else if total < seats {
+            // Add the d best free offers, one per party.
+            let d = match usize::try_from(seats - total) {
+                Ok(d) if d <= BATCH => d,
+                _ => return false,
+            };
+            let free_offers =
+                shares
+                    .iter()
+                    .zip(held.iter())
+                    .enumerate()
+                    .filter_map(|(i, (s, &h))| {
+                        can_grow_share(s, h).then_some(Seat {
+                            party: i,
+                            weight: s.weight,
+                            seat: h,
+                        })
+                    });
+            scan.extremes(d, true, free_offers, &mut picked);
+            if picked.is_empty() {
+                // No room left: every party is at its cap.
+                return true;
+            }
+            for s in &picked {
+                held[s.party] += 1;
+                total += 1;
+            }
+        } else {
+            // The count is right: done unless a free offer beats a held one.
+            let mut best: Option<Seat> = None;
+            let mut worst: Option<Seat> = None;
+            for (i, (s, &h)) in shares.iter().zip(held.iter()).enumerate() {
+                if can_grow_share(s, h) {
+                    let o = Seat {
+                        party: i,
+                        weight: s.weight,
+                        seat: h,
+                    };
+                    if best.is_none_or(|b| scan.better(o, b) == Ordering::Greater) {
+                        best = Some(o);
+                    }
+                }
+                if h > 0 {
+                    let o = Seat {
+                        party: i,
+                        weight: s.weight,
+                        seat: h - 1,
+                    };
+                    if worst.is_none_or(|w| scan.better(o, w) == Ordering::Less) {
+                        worst = Some(o);
+                    }
+                }
+            }
+            match (best, worst) {
+                (Some(b), Some(w)) if scan.better(b, w) == Ordering::Greater => {
+                    held[b.party] += 1;
+                    held[w.party] -= 1;
+                }
+                _ => return true,
+            }
+        }
+    }
+    false
+}
+
+fn can_grow_share(s: &Share, held: u64) -> bool {
+    s.weight > 0 && held < s.cap
+}
+
 /// Divisor estimate: round each party's quota, fixing capped parties at
-/// their cap and dividing the rest again until no new cap binds.
-fn estimate(seats: u64, parties: &[Party]) -> Vec<u64> {
+/// their cap and dividing the rest again until no new cap binds. Returns
+/// the counts and their sum.
+fn estimate(seats: u64, parties: &[Share]) -> (Vec<u64>, u64) {
     let mut held = vec![0u64; parties.len()];
     let mut capped = vec![false; parties.len()];
     loop {
@@ -144,23 +388,20 @@ fn estimate(seats: u64, parties: &[Party]) -> Vec<u64> {
             for (i, p) in parties.iter().enumerate() {
                 held[i] = if p.weight == 0 { 0 } else { p.cap };
             }
-            return held;
+            return sum(held);
         }
         let mut newly_capped = false;
+        // round(left * w / W) = floor((2 left w + W) / 2W), exactly;
+        // in u64 when it fits (a u128 division is several times slower).
+        let w64 = u64::try_from(weight).ok().filter(|&w| w <= u64::MAX / 2);
+        let left2 = 2u64.checked_mul(left);
         for (i, p) in parties.iter().enumerate() {
             if capped[i] {
                 held[i] = if p.weight == 0 { 0 } else { p.cap };
                 continue;
             }
-            // round(left * w / W) = floor((2 left w + W) / 2W), exactly;
-            // in u64 when it fits (a u128 division is several times slower).
-            let q = match (
-                u64::try_from(weight),
-                2u64.checked_mul(left).and_then(|x| x.checked_mul(p.weight)),
-            ) {
-                (Ok(w64), Some(num)) if num.checked_add(w64).is_some() && w64 <= u64::MAX / 2 => {
-                    (num + w64) / (2 * w64)
-                }
+            let q = match (w64, left2.and_then(|x| x.checked_mul(p.weight))) {
+                (Some(w64), Some(num)) if num <= u64::MAX - w64 => (num + w64) / (2 * w64),
                 _ => {
                     let q = (2 * u128::from(left) * u128::from(p.weight) + weight) / (2 * weight);
                     u64::try_from(q).unwrap_or(u64::MAX)
@@ -175,9 +416,14 @@ fn estimate(seats: u64, parties: &[Party]) -> Vec<u64> {
             }
         }
         if !newly_capped {
-            return held;
+            return sum(held);
         }
     }
+}
+
+fn sum(held: Vec<u64>) -> (Vec<u64>, u64) {
+    let total = held.iter().fold(0u64, |a, &h| a.saturating_add(h));
+    (held, total)
 }
 
 /// Exact correction: add the best free offers, drop the worst held ones, and
@@ -375,6 +621,71 @@ mod tests {
                     *want,
                     "slow: seats {seats}, weights {w:?}"
                 );
+            }
+        }
+    }
+
+    /// How far the estimate is off (counts minus seats) and whether the
+    /// scans settle it without the heaps.
+    fn path(seats: u64, p: &[Party]) -> (i64, bool) {
+        let shares: Vec<Share> = p
+            .iter()
+            .map(|p| Share {
+                weight: p.weight,
+                cap: p.cap,
+            })
+            .collect();
+        let (mut held, total) = estimate(seats, &shares);
+        let mut ties = Ties {
+            key: |i: usize| p[i].tie,
+            known: vec![None; p.len()],
+        };
+        let off = total as i64 - seats as i64;
+        (off, settle(seats, &shares, &mut held, total, &mut ties))
+    }
+
+    #[test]
+    fn corrections_exact_off_by_k_and_beyond_a_batch() {
+        // The bench's static weights: 34 x 3, 33 x 2, 33 x 1 (W = 201);
+        // rounded quotas 15/10/5 give 1,005 seats for 1,000, and the five
+        // dropped all come from the 34 tied parties of weight 3.
+        let tiers: Vec<u64> = (0..100).map(|i| [3, 2, 1][i % 3]).collect();
+        let mut bench = parties(&tiers);
+        for (i, p) in bench.iter_mut().enumerate() {
+            p.tie = tie_key("default/bench", &format!("member-{i:05}"));
+        }
+        // Rounded quotas that add up: nothing to correct.
+        let exact = parties(&[1, 2, 3, 4]);
+        // 64 equal parties and 32 seats: every quota 0.5 rounds up, 32 too many.
+        let halves = parties(&[1; 64]);
+        // 200 equal parties and 66 seats: every quota 0.33 rounds down, 66 short.
+        let thirds = parties(&[1; 200]);
+        // A few seats short, then an added seat must move to a second party:
+        // weights where adding the d best first offers is not enough.
+        let skew = parties(&[1000, 1, 1, 1, 1, 1, 1]);
+        type Case<'a> = (&'a str, u64, &'a [Party], i64, bool);
+        let cases: &[Case] = &[
+            ("bench static weights", 1000, &bench, 5, true),
+            ("exact estimate", 1000, &exact, 0, true),
+            ("32 over, one batch", 32, &halves, 32, true),
+            ("66 short, beyond a batch", 66, &thirds, -66, false),
+            ("skewed", 10, &skew, 0, true),
+        ];
+        for &(name, seats, p, off, settled) in cases {
+            assert_eq!(path(seats, p), (off, settled), "{name}");
+            assert_eq!(apportion(seats, p), apportion_slow(seats, p), "{name}");
+        }
+        // Seat counts of the bench fleet around 1,000 and beyond, and of the crowds.
+        for seats in (0..2000).step_by(37).chain(990..1010) {
+            assert_eq!(
+                apportion(seats, &bench),
+                apportion_slow(seats, &bench),
+                "bench {seats}"
+            );
+        }
+        for seats in 0..300 {
+            for p in [&halves, &thirds, &skew] {
+                assert_eq!(apportion(seats, p), apportion_slow(seats, p));
             }
         }
     }

@@ -16,7 +16,7 @@
 //! Ties between equal shares go by [`crate::apportion::tie_key`] of the binding and the
 //! cluster, never by position.
 
-use crate::apportion::{Party, TieScope, apportion};
+use crate::apportion::{Share, TieScope, apportion_shares};
 use crate::outcome::{Mode, Problem};
 
 /// One chosen cluster, as division sees it.
@@ -49,7 +49,8 @@ fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Webster over `slots` with per-slot weight and cap from `f`.
+/// Webster over `slots` with per-slot weight and cap from `f`. Tie keys are
+/// hashed only for slots whose offers meet an equal priority.
 fn webster(
     scope: &str,
     seats: i64,
@@ -57,19 +58,21 @@ fn webster(
     f: impl Fn(usize, &Slot<'_>) -> (i64, i64),
 ) -> Vec<i64> {
     let ties = TieScope::new(scope);
-    let parties: Vec<Party> = slots
+    let shares: Vec<Share> = slots
         .iter()
         .enumerate()
         .map(|(k, s)| {
             let (weight, cap) = f(k, s);
-            Party {
+            Share {
                 weight: u(weight),
                 cap: u(cap),
-                tie: ties.key(s.name),
             }
         })
         .collect();
-    apportion(u(seats), &parties).into_iter().map(i).collect()
+    apportion_shares(u(seats), &shares, |k| ties.key(slots[k].name))
+        .into_iter()
+        .map(i)
+        .collect()
 }
 
 /// Every slot gets all replicas.

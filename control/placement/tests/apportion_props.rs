@@ -3,7 +3,7 @@
 //! the counts respect caps and add up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hami_placement::apportion::{Party, apportion, apportion_slow};
+use hami_placement::apportion::{Party, Share, apportion, apportion_shares, apportion_slow};
 use proptest::prelude::*;
 
 fn party() -> impl Strategy<Value = Party> {
@@ -43,5 +43,41 @@ proptest! {
                 prop_assert_eq!(*n, 0);
             }
         }
+    }
+}
+
+/// Many parties with few distinct weights and tie keys: equal priorities
+/// everywhere, estimates off by several seats (the scan correction), and
+/// sometimes by more than a scan pass takes (the heap correction).
+fn crowd() -> impl Strategy<Value = Vec<Party>> {
+    prop::collection::vec(
+        (
+            prop_oneof![1u64..4, 1u64..50, 0u64..3, 900u64..2000],
+            prop_oneof![Just(u64::MAX), 0u64..40],
+            0u64..8,
+        )
+            .prop_map(|(weight, cap, tie)| Party { weight, cap, tie }),
+        20..150,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn fast_equals_slow_for_crowds(seats in 0u64..2500, parties in crowd()) {
+        prop_assert_eq!(apportion(seats, &parties), apportion_slow(seats, &parties));
+    }
+
+    #[test]
+    fn lazy_ties_equal_eager_ties(seats in 0u64..2500, parties in crowd()) {
+        let shares: Vec<Share> = parties.iter().map(|p| Share { weight: p.weight, cap: p.cap }).collect();
+        let asked = std::cell::RefCell::new(vec![0u32; parties.len()]);
+        let got = apportion_shares(seats, &shares, |i| {
+            asked.borrow_mut()[i] += 1;
+            parties[i].tie
+        });
+        prop_assert_eq!(got, apportion(seats, &parties));
+        prop_assert!(asked.borrow().iter().all(|&n| n <= 1), "a tie key asked twice");
     }
 }
