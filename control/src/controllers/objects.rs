@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use hami_api::common::{WORK_GROUP, WORK_VERSION};
 use hami_apiserver::objects::{self, StoreOrApi, Stored, UpdateMode, UpdateScope};
 use hami_apiserver::{ApiError, ResourceKind, State, deletion, keys};
 use hami_store::{Store, StoreError};
@@ -68,6 +69,15 @@ impl Objects {
             .by_gvk(api_version, kind)
             .cloned()
             .ok_or_else(|| ObjectError::UnknownKind(format!("{api_version}/{kind}")))
+    }
+
+    /// The served ResourceBinding and ClusterResourceBinding kinds.
+    pub fn binding_kinds(&self) -> Result<(Arc<ResourceKind>, Arc<ResourceKind>), ObjectError> {
+        let gv = format!("{WORK_GROUP}/{WORK_VERSION}");
+        Ok((
+            self.kind(&gv, "ResourceBinding")?,
+            self.kind(&gv, "ClusterResourceBinding")?,
+        ))
     }
 
     /// The store key of an object.

@@ -136,9 +136,10 @@ pub fn spawn(
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
     let work_gv = format!("{WORK_GROUP}/{WORK_VERSION}");
     let policy_gv = format!("{POLICY_GROUP}/{POLICY_VERSION}");
+    let (rb, crb) = objects.binding_kinds()?;
     let kinds = Kinds {
-        rb: objects.kind(&work_gv, "ResourceBinding")?,
-        crb: objects.kind(&work_gv, "ClusterResourceBinding")?,
+        rb,
+        crb,
         work: objects.kind(&work_gv, "Work")?,
         cluster: objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?,
         op: objects.kind(&policy_gv, "OverridePolicy")?,

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use hami_api::binding::{ObjectReference, ResourceBindingSpec};
-use hami_api::common::{POLICY_GROUP, WORK_GROUP, WORK_VERSION};
+use hami_api::common::POLICY_GROUP;
 use hami_api::propagation::PropagationSpec;
 use hami_apiserver::ResourceKind;
 use hami_apiserver::keys::kind_prefix;
@@ -94,9 +94,7 @@ pub fn spawn(
     metrics: DetectorMetrics,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
-    let work = format!("{WORK_GROUP}/{WORK_VERSION}");
-    let rb = objects.kind(&work, "ResourceBinding")?;
-    let crb = objects.kind(&work, "ClusterResourceBinding")?;
+    let (rb, crb) = objects.binding_kinds()?;
     let kinds = objects
         .registry()
         .kinds()

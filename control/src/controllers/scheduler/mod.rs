@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use hami_api::binding::ResourceBindingSpec;
 use hami_api::cluster::{Cluster, ESTIMATOR_ENDPOINT_ANNOTATION};
-use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION, WORK_GROUP, WORK_VERSION};
+use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION};
 use hami_apiserver::ResourceKind;
 use hami_apiserver::keys::kind_prefix;
 use hami_apiserver::objects::Stored;
@@ -119,9 +119,7 @@ pub fn spawn(
     config: SchedulerConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
-    let work = format!("{WORK_GROUP}/{WORK_VERSION}");
-    let rb = objects.kind(&work, "ResourceBinding")?;
-    let crb = objects.kind(&work, "ClusterResourceBinding")?;
+    let (rb, crb) = objects.binding_kinds()?;
     let cluster_kind = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
     let shared = Arc::new(Shared {
         objects,

@@ -133,10 +133,8 @@ pub fn spawn(
     metrics: StatusMetrics,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
-    let gv = format!("{WORK_GROUP}/{WORK_VERSION}");
-    let rb = objects.kind(&gv, "ResourceBinding")?;
-    let crb = objects.kind(&gv, "ClusterResourceBinding")?;
-    let work = objects.kind(&gv, "Work")?;
+    let (rb, crb) = objects.binding_kinds()?;
+    let work = objects.kind(&format!("{WORK_GROUP}/{WORK_VERSION}"), "Work")?;
     let shared = Arc::new(Shared {
         objects,
         rb: rb.clone(),
