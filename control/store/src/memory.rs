@@ -75,6 +75,31 @@ impl MemoryStore {
         self.state.lock().hub.len()
     }
 
+    /// Stores `value` at `key` as the next revision (keeping the creation
+    /// revision of `prev`, the value it replaces) and records the event.
+    fn put(
+        &self,
+        state: &mut State,
+        key: &str,
+        value: Vec<u8>,
+        prev: Option<KeyValue>,
+    ) -> KeyValue {
+        state.revision += 1;
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value,
+            create_revision: prev.as_ref().map_or(state.revision, |p| p.create_revision),
+            mod_revision: state.revision,
+        };
+        state.objects.insert(key.to_owned(), kv.clone());
+        let event = Event::Put {
+            kv: kv.clone(),
+            prev,
+        };
+        self.record(state, event);
+        kv
+    }
+
     fn record(&self, state: &mut State, event: Event) {
         state.history.push_back(event.clone());
         while state.history.len() > self.options.history {
@@ -96,20 +121,7 @@ impl Store for MemoryStore {
         if state.objects.contains_key(key) {
             return Err(StoreError::AlreadyExists(key.to_owned()));
         }
-        state.revision += 1;
-        let kv = KeyValue {
-            key: key.to_owned(),
-            value,
-            create_revision: state.revision,
-            mod_revision: state.revision,
-        };
-        state.objects.insert(key.to_owned(), kv.clone());
-        let event = Event::Put {
-            kv: kv.clone(),
-            prev: None,
-        };
-        self.record(&mut state, event);
-        Ok(kv)
+        Ok(self.put(&mut state, key, value, None))
     }
 
     async fn update(
@@ -124,20 +136,7 @@ impl Store for MemoryStore {
             Some(prev) => prev.clone(),
         };
         check_expected(&prev, expected)?;
-        state.revision += 1;
-        let kv = KeyValue {
-            key: key.to_owned(),
-            value,
-            create_revision: prev.create_revision,
-            mod_revision: state.revision,
-        };
-        state.objects.insert(key.to_owned(), kv.clone());
-        let event = Event::Put {
-            kv: kv.clone(),
-            prev: Some(prev),
-        };
-        self.record(&mut state, event);
-        Ok(kv)
+        Ok(self.put(&mut state, key, value, Some(prev)))
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
