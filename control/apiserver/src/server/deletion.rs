@@ -107,12 +107,7 @@ pub async fn delete(
             Err(e) => return Err(store_err(e, kind, name)),
         }
     }
-    Err(ApiError::conflict(
-        &kind.group,
-        &kind.plural,
-        name,
-        "too many concurrent updates",
-    ))
+    Err(ApiError::too_many_updates(kind, name))
 }
 
 /// How long a deleted namespace stays Terminating before its content goes.
@@ -199,12 +194,7 @@ async fn delete_object(
             Err(e) => return Err(store_err(e, kind, name)),
         }
     }
-    Err(ApiError::conflict(
-        &kind.group,
-        &kind.plural,
-        name,
-        "too many concurrent updates",
-    ))
+    Err(ApiError::too_many_updates(kind, name))
 }
 
 /// Deletes every namespaced object in `ns` (best effort, logged).

@@ -550,12 +550,7 @@ pub async fn update(
             Err(e) => return Err(e.into_api(kind, name)),
         }
     }
-    Err(ApiError::conflict(
-        &kind.group,
-        &kind.plural,
-        name,
-        "too many concurrent updates",
-    ))
+    Err(ApiError::too_many_updates(kind, name))
 }
 
 #[cfg(test)]

@@ -221,10 +221,5 @@ pub async fn patch(state: Arc<State>, ctx: &Ctx, bytes: Bytes) -> Result<Respons
             Err(e) => return Err(e.into_api(&kind, &name)),
         }
     }
-    Err(ApiError::conflict(
-        &kind.group,
-        &kind.plural,
-        &name,
-        "too many concurrent updates",
-    ))
+    Err(ApiError::too_many_updates(&kind, &name))
 }

@@ -147,12 +147,7 @@ async fn write(
             Err(e) => return Err(e.into_api(kind, name)),
         }
     }
-    Err(ApiError::conflict(
-        &kind.group,
-        &kind.plural,
-        name,
-        "too many concurrent updates",
-    ))
+    Err(ApiError::too_many_updates(kind, name))
 }
 
 pub async fn update(state: Arc<State>, ctx: &Ctx, body: Bytes) -> Result<Response, ApiError> {

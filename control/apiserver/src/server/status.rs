@@ -127,6 +127,17 @@ impl ApiError {
         }
     }
 
+    /// 409 after a read-modify-write lost the race to other writers too
+    /// many times in a row.
+    pub fn too_many_updates(kind: &super::registry::ResourceKind, name: &str) -> Self {
+        Self::conflict(
+            &kind.group,
+            &kind.plural,
+            name,
+            "too many concurrent updates",
+        )
+    }
+
     /// 422 with one cause per field; `kind` is the object's Kind.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let summary: Vec<String> = causes
