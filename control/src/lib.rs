@@ -4,3 +4,4 @@ pub use hami_apiserver::server as apiserver;
 pub use hami_apiserver::{openapi, patch};
 pub mod cli;
 pub mod controllers;
+pub mod metrics;

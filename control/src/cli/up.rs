@@ -96,6 +96,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let mut metric_registry = prometheus_client::registry::Registry::default();
     let metrics = ApiMetrics::register(&mut metric_registry);
+    let cluster_metrics = crate::metrics::ClusterMetrics::register(&mut metric_registry);
     let controller_metrics = (!args.no_controllers)
         .then(|| crate::controllers::ControllerMetrics::register(&mut metric_registry));
     let listener = TcpListener::bind(args.listen)
@@ -115,6 +116,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .ensure_default_namespaces()
         .await
         .context("create the default namespaces")?;
+    cluster_metrics
+        .spawn(
+            &crate::controllers::Objects::new(server.state().clone()),
+            &stopped,
+        )
+        .context("start the cluster metrics")?;
     let url = format!("http://{}", loopback_if_unspecified(addr));
     let mut controllers = Vec::new();
     if let Some(m) = controller_metrics {
