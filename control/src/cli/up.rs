@@ -44,6 +44,18 @@ pub struct UpArgs {
     /// with one per cluster (default: generated A100 / H100 / T4 fleets).
     #[arg(long, env = "HAMI_SIM_FLEET", requires = "sim_clusters")]
     pub fleet: Option<PathBuf>,
+    /// Time after a cluster agent's Lease expires before the cluster is
+    /// called unreachable (Ready=Unknown, taint cluster.hami.io/unreachable).
+    #[arg(long, env = "HAMI_CLUSTER_GRACE", default_value = "40s", value_parser = parse_duration)]
+    pub cluster_grace: std::time::Duration,
+    /// Also taint unreachable and not-ready clusters NoExecute, so that
+    /// bindings that do not tolerate it move away (graceful eviction).
+    #[arg(long, env = "HAMI_NO_EXECUTE_ON_UNREADY")]
+    pub no_execute_on_unready: bool,
+    /// Graceful evictions started per second at most (a partition does not
+    /// move the whole fleet at once).
+    #[arg(long, env = "HAMI_EVICTION_RATE", default_value_t = 10.0)]
+    pub eviction_rate: f64,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -130,8 +142,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .context("client to the control plane for Push agents")?,
             estimator_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
-        controllers = crate::controllers::start(server.state().clone(), m, push, stopped.clone())
-            .context("start the controllers")?;
+        let failover = crate::controllers::FailoverOptions {
+            health: crate::controllers::health::HealthOptions {
+                grace: args.cluster_grace,
+                no_execute: args.no_execute_on_unready,
+            },
+            eviction: crate::controllers::eviction::EvictionOptions {
+                rate: args.eviction_rate,
+                burst: eviction_burst(args.eviction_rate),
+            },
+        };
+        controllers =
+            crate::controllers::start(server.state().clone(), m, push, failover, stopped.clone())
+                .context("start the controllers")?;
     }
     let mut stopped_rx = stopped;
     let serving = tokio::spawn(server.serve(listener, async move {
@@ -186,6 +209,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             tracing::warn!("connections did not close within 10 s");
             Ok(())
         }
+    }
+}
+
+/// `40s`, `500ms`, `2m` or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 40s, 500ms or 2m"))?;
+    match unit {
+        "" | "s" => Ok(std::time::Duration::from_secs(n)),
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    }
+}
+
+/// The eviction bucket holds one second's worth of evictions (at least one).
+fn eviction_burst(rate: f64) -> u32 {
+    if rate.is_finite() && rate >= 1.0 {
+        // Saturating float-to-int cast: rates beyond u32 are "no limit".
+        rate.ceil() as u32
+    } else {
+        1
     }
 }
 

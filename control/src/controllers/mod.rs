@@ -12,13 +12,20 @@
 //!   template's status.
 //! * [`push`]: for each Push Cluster, the agent logic run in process
 //!   against the member with the credentials of its Secret.
+//! * [`health`]: agent Leases and reported readiness → the Cluster's Ready
+//!   condition and `cluster.hami.io/unreachable` / `not-ready` taints.
+//! * [`eviction`]: untolerated NoExecute taints → graceful eviction tasks
+//!   (the binding leaves the cluster; its old Work stays until the
+//!   replacements are ready), rate-limited.
 //!
 //! Shared pieces: [`feed`] (store watch → index updates), [`queue`] (keys
 //! with dedup and per-key backoff), [`runner`] (the batched reconcile loop).
 
 pub mod binding;
 pub mod detector;
+pub mod eviction;
 pub mod feed;
+pub mod health;
 pub mod objects;
 pub mod push;
 pub mod queue;
@@ -42,6 +49,8 @@ pub struct ControllerMetrics {
     pub binding: binding::BindingMetrics,
     pub status: status::StatusMetrics,
     pub push: push::PushMetrics,
+    pub health: health::HealthMetrics,
+    pub eviction: eviction::EvictionMetrics,
 }
 
 impl ControllerMetrics {
@@ -52,21 +61,43 @@ impl ControllerMetrics {
             binding: binding::BindingMetrics::register(registry),
             status: status::StatusMetrics::register(registry),
             push: push::PushMetrics::register(registry),
+            health: health::HealthMetrics::register(registry),
+            eviction: eviction::EvictionMetrics::register(registry),
         }
     }
 }
 
-/// Starts the detector, the scheduler, the binding controller and status
-/// aggregation on `state`, and the Push controller with `push`; they stop
-/// when `stop` turns true.
+/// Failover settings of [`start`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FailoverOptions {
+    pub health: health::HealthOptions,
+    pub eviction: eviction::EvictionOptions,
+}
+
+/// Starts the detector, the scheduler, the binding controller, status
+/// aggregation, cluster health and failover on `state`, and the Push
+/// controller with `push`; they stop when `stop` turns true.
 pub fn start(
     state: Arc<State>,
     metrics: ControllerMetrics,
     push: push::PushOptions,
+    failover: FailoverOptions,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ObjectError> {
     let objects = Objects::new(state);
     Ok(vec![
+        health::spawn(
+            objects.clone(),
+            metrics.health,
+            failover.health,
+            stop.clone(),
+        )?,
+        eviction::spawn(
+            objects.clone(),
+            metrics.eviction,
+            failover.eviction,
+            stop.clone(),
+        )?,
         detector::spawn(objects.clone(), metrics.detector, stop.clone())?,
         binding::spawn(objects.clone(), metrics.binding, stop.clone())?,
         status::spawn(objects.clone(), metrics.status, stop.clone())?,

@@ -1,7 +1,8 @@
 //! The binding controller: each scheduled binding becomes one Work per
 //! target cluster in `hami-es-<cluster>`, with that cluster's replicas and
 //! the override rules that target it ([`works`], pure). A cluster dropped
-//! from `spec.clusters` loses its Work; a deleted binding (the detector
+//! from `spec.clusters` loses its Work once no graceful eviction task names
+//! it (until then the Work stays as it was); a deleted binding (the detector
 //! deletes it with its template) loses all of them, found by the Work's
 //! binding annotation in the index.
 //!
@@ -591,7 +592,18 @@ impl Shared {
                 Err(e) => failed = Some(e),
             }
         }
-        let keep: BTreeSet<String> = spec.clusters.iter().map(|t| t.name.clone()).collect();
+        // A cluster being left keeps its Work while its graceful eviction
+        // task stands: the old replicas run until the replacements do.
+        let keep: BTreeSet<String> = spec
+            .clusters
+            .iter()
+            .map(|t| t.name.clone())
+            .chain(
+                spec.graceful_eviction_tasks
+                    .iter()
+                    .map(|t| t.from_cluster.clone()),
+            )
+            .collect();
         let deleted = self.delete_works(&existing, &keep).await?;
         if let Some(e) = failed {
             return Err(e);

@@ -1,0 +1,212 @@
+use std::time::Duration;
+
+use hami_api::cluster::{Cluster, ClusterSpec, ClusterStatus};
+use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::*;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_700_000_000 + secs)
+}
+
+fn ready(status: &str, reason: &str) -> Condition {
+    Condition {
+        type_: CONDITION_READY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: String::new(),
+        last_transition_time: Time(t(0)),
+        observed_generation: None,
+    }
+}
+
+fn cluster(taints: Vec<Taint>, ready_cond: Option<Condition>) -> Cluster {
+    let mut c = Cluster::new(
+        "member-1",
+        ClusterSpec {
+            taints,
+            ..ClusterSpec::default()
+        },
+    );
+    c.status = Some(ClusterStatus {
+        conditions: ready_cond.into_iter().collect(),
+        ..ClusterStatus::default()
+    });
+    c
+}
+
+fn user_taint(key: &str, effect: &str) -> Taint {
+    Taint {
+        key: key.into(),
+        value: None,
+        effect: effect.into(),
+        time_added: None,
+    }
+}
+
+fn our_taint(key: &str, effect: &str, at: i64) -> Taint {
+    Taint {
+        time_added: Some(Time(t(at))),
+        ..user_taint(key, effect)
+    }
+}
+
+/// Renewed at 0, lasting 40 s; grace 40 s: lapsed after 80 s.
+fn lease() -> LeaseView {
+    LeaseView {
+        renew_time: t(0),
+        duration: Duration::from_secs(40),
+    }
+}
+
+fn keys(taints: &[Taint]) -> Vec<String> {
+    taints
+        .iter()
+        .map(|t| format!("{}:{}:{}", t.key, t.effect, t.time_added.is_some()))
+        .collect()
+}
+
+#[test]
+fn fresh_lease_on_a_ready_cluster_changes_nothing() {
+    let c = cluster(vec![], Some(ready("True", "ClusterReady")));
+    let opts = HealthOptions::default();
+    assert_eq!(
+        decide(&c, Some(&lease()), t(80), &opts),
+        None,
+        "at the edge"
+    );
+    assert_eq!(health(&c, Some(&lease()), t(80), &opts), Health::Healthy);
+    assert_eq!(
+        decide(&c, None, t(10_000), &opts),
+        None,
+        "no lease: nothing to judge"
+    );
+}
+
+#[test]
+fn lapsed_lease_sets_unknown_and_no_schedule() {
+    let c = cluster(
+        vec![user_taint("dedicated", "NoSchedule")],
+        Some(ready("True", "ClusterReady")),
+    );
+    let d = decide(&c, Some(&lease()), t(81), &HealthOptions::default()).unwrap();
+    assert_eq!(
+        keys(&d.taints),
+        [
+            "dedicated:NoSchedule:false",
+            "cluster.hami.io/unreachable:NoSchedule:true"
+        ]
+    );
+    let r = d.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("Unknown", REASON_UNKNOWN)
+    );
+    assert_eq!(r.last_transition_time, Time(t(81)));
+    // Written once: deciding again on the result changes nothing.
+    let mut after = c.clone();
+    after.spec.taints = d.taints;
+    after.status.as_mut().unwrap().conditions = d.conditions;
+    assert_eq!(
+        decide(&after, Some(&lease()), t(200), &HealthOptions::default()),
+        None
+    );
+}
+
+#[test]
+fn lapsed_lease_with_no_execute_option_adds_both_effects() {
+    let c = cluster(vec![], Some(ready("True", "ClusterReady")));
+    let opts = HealthOptions {
+        grace: Duration::from_secs(5),
+        no_execute: true,
+    };
+    assert_eq!(
+        decide(&c, Some(&lease()), t(45), &opts),
+        None,
+        "within grace"
+    );
+    let d = decide(&c, Some(&lease()), t(46), &opts).unwrap();
+    assert_eq!(
+        keys(&d.taints),
+        [
+            "cluster.hami.io/unreachable:NoSchedule:true",
+            "cluster.hami.io/unreachable:NoExecute:true"
+        ]
+    );
+}
+
+#[test]
+fn agent_reported_not_ready_gets_the_not_ready_taint() {
+    let c = cluster(vec![], Some(ready("False", "MemberUnreachable")));
+    let d = decide(&c, Some(&lease()), t(10), &HealthOptions::default()).unwrap();
+    assert_eq!(
+        keys(&d.taints),
+        ["cluster.hami.io/not-ready:NoSchedule:true"]
+    );
+    assert_eq!(
+        d.conditions[0].status, "False",
+        "the agent's condition is left as it reported it"
+    );
+    // Lapsing then: not-ready gives way to unreachable.
+    let mut after = c.clone();
+    after.spec.taints = d.taints;
+    let d = decide(&after, Some(&lease()), t(100), &HealthOptions::default()).unwrap();
+    assert_eq!(
+        keys(&d.taints),
+        ["cluster.hami.io/unreachable:NoSchedule:true"]
+    );
+}
+
+#[test]
+fn recovery_removes_only_our_taints() {
+    let c = cluster(
+        vec![
+            user_taint("cluster.hami.io/unreachable", "NoExecute"),
+            our_taint("cluster.hami.io/unreachable", "NoSchedule", 81),
+            our_taint("cluster.hami.io/unreachable", "NoExecute", 81),
+            user_taint("dedicated", "NoSchedule"),
+        ],
+        Some(ready("Unknown", REASON_UNKNOWN)),
+    );
+    let renewed = LeaseView {
+        renew_time: t(300),
+        ..lease()
+    };
+    let opts = HealthOptions {
+        no_execute: true,
+        ..HealthOptions::default()
+    };
+    let d = decide(&c, Some(&renewed), t(301), &opts).unwrap();
+    assert_eq!(
+        keys(&d.taints),
+        [
+            "cluster.hami.io/unreachable:NoExecute:false",
+            "dedicated:NoSchedule:false"
+        ],
+        "the user's taint of the same key stays"
+    );
+    let r = &d.conditions[0];
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("True", REASON_RENEWED)
+    );
+}
+
+#[test]
+fn turning_the_no_execute_option_off_drops_our_no_execute_taint() {
+    let c = cluster(
+        vec![
+            our_taint("cluster.hami.io/unreachable", "NoSchedule", 81),
+            our_taint("cluster.hami.io/unreachable", "NoExecute", 81),
+        ],
+        Some(ready("Unknown", REASON_UNKNOWN)),
+    );
+    let d = decide(&c, Some(&lease()), t(500), &HealthOptions::default()).unwrap();
+    assert_eq!(
+        keys(&d.taints),
+        ["cluster.hami.io/unreachable:NoSchedule:true"]
+    );
+    assert_eq!(d.taints[0].time_added, Some(Time(t(81))), "timeAdded kept");
+}
