@@ -63,6 +63,19 @@ pub struct LeaseView {
     pub duration: Duration,
 }
 
+impl LeaseView {
+    /// The Lease as judged by a controller that started at `started`: a
+    /// renewal older than that counts from `started`, so a control plane
+    /// that was down longer than a Lease lasts does not call every cluster
+    /// unreachable (and evict everything) before the agents renew.
+    pub fn seen_since(self, started: Timestamp) -> Self {
+        Self {
+            renew_time: self.renew_time.max(started),
+            ..self
+        }
+    }
+}
+
 /// What the Cluster should carry, when it differs from what it carries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {

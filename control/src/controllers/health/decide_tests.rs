@@ -210,3 +210,21 @@ fn turning_the_no_execute_option_off_drops_our_no_execute_taint() {
     );
     assert_eq!(d.taints[0].time_added, Some(Time(t(81))), "timeAdded kept");
 }
+
+#[test]
+fn a_restarted_controller_counts_old_leases_from_its_start() {
+    let c = cluster(vec![], Some(ready("True", "ClusterReady")));
+    let opts = HealthOptions::default();
+    // Renewed at 0 (lapses after 80 s), but the controller started at 1000.
+    let l = lease().seen_since(t(1000));
+    assert_eq!(decide(&c, Some(&l), t(1001), &opts), None, "no verdict yet");
+    assert!(
+        decide(&c, Some(&l), t(1081), &opts).is_some(),
+        "still not renewed"
+    );
+    assert_eq!(
+        lease().seen_since(t(-5)),
+        lease(),
+        "a newer renewal is kept"
+    );
+}

@@ -89,6 +89,8 @@ struct Shared {
     changed: Notify,
     metrics: HealthMetrics,
     options: HealthOptions,
+    /// When this controller started (see [`LeaseView::seen_since`]).
+    started: Timestamp,
 }
 
 /// Starts the health controller; it runs until `stop` turns true.
@@ -109,6 +111,7 @@ pub fn spawn(
         changed: Notify::new(),
         metrics,
         options,
+        started: Timestamp::now(),
     });
     feed::spawn(
         shared.objects.store(),
@@ -242,7 +245,8 @@ impl Shared {
                 .clusters
                 .iter()
                 .filter(|(name, c)| {
-                    decide::decide(c, index.leases.get(*name), now, &self.options).is_some()
+                    let lease = index.leases.get(*name).map(|l| l.seen_since(self.started));
+                    decide::decide(c, lease.as_ref(), now, &self.options).is_some()
                 })
                 .map(|(name, _)| name.clone())
                 .collect()
@@ -264,7 +268,12 @@ impl Shared {
             self.metrics.bad_objects.inc();
             return Ok(());
         };
-        let lease = self.index.read().leases.get(name).copied();
+        let lease = self
+            .index
+            .read()
+            .leases
+            .get(name)
+            .map(|l| l.seen_since(self.started));
         let health = decide::health(&cluster, lease.as_ref(), now, &self.options);
         let Some(desired) = decide::decide(&cluster, lease.as_ref(), now, &self.options) else {
             return Ok(());
