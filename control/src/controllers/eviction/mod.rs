@@ -208,19 +208,21 @@ pub fn spawn(
         Shared::on_cluster,
         &stop,
     );
-    for prefix in binding_prefixes {
-        feed::spawn(
-            shared.objects.store(),
-            [prefix.clone()],
-            &shared,
-            if prefix == kind_prefix(&shared.kinds.rb) {
-                Shared::on_rb
-            } else {
-                Shared::on_crb
-            },
-            &stop,
-        );
-    }
+    let [rb_prefix, crb_prefix] = binding_prefixes;
+    feed::spawn(
+        shared.objects.store(),
+        [rb_prefix],
+        &shared,
+        Shared::on_rb,
+        &stop,
+    );
+    feed::spawn(
+        shared.objects.store(),
+        [crb_prefix],
+        &shared,
+        Shared::on_crb,
+        &stop,
+    );
     Ok(runner::spawn(shared, stop))
 }
 

@@ -4,7 +4,8 @@
 //! fleet costs no write.
 //!
 //! * Lease lapsed (renewTime + leaseDuration + grace is past): Ready=Unknown
-//!   (reason `ClusterStatusUnknown`) and taint `cluster.hami.io/unreachable`
+//!   (reason `ClusterStatusUnknown`; an agent's own Ready=False is kept) and
+//!   taint `cluster.hami.io/unreachable`
 //!   with effect NoSchedule, and NoExecute too when the operator enabled it.
 //! * Lease fresh but the agent reports Ready=False: taint
 //!   `cluster.hami.io/not-ready` likewise.
@@ -180,7 +181,10 @@ pub fn decide(
         .unwrap_or_default();
     let prev = conditions.iter().position(|c| c.type_ == CONDITION_READY);
     let wanted = match (health, prev.map(|i| &conditions[i])) {
-        (Health::Unreachable, Some(c)) if c.status == "Unknown" => None,
+        // An agent that still writes status but cannot renew (it does not
+        // reach its member) says Ready=False itself: its word stays, so the
+        // two writers do not take turns rewriting the condition.
+        (Health::Unreachable, Some(c)) if c.status == "Unknown" || c.status == "False" => None,
         (Health::Unreachable, _) => Some(Condition {
             type_: CONDITION_READY.into(),
             status: "Unknown".into(),

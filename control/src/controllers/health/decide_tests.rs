@@ -228,3 +228,22 @@ fn a_restarted_controller_counts_old_leases_from_its_start() {
         "a newer renewal is kept"
     );
 }
+
+#[test]
+fn lapsed_lease_keeps_an_agent_reported_false() {
+    // The agent runs but cannot reach its member: it stops renewing and
+    // reports Ready=False itself; only the taint changes.
+    let c = cluster(vec![], Some(ready("False", "MemberUnreachable")));
+    let d = decide(&c, Some(&lease()), t(81), &HealthOptions::default()).unwrap();
+    assert_eq!(
+        keys(&d.taints),
+        ["cluster.hami.io/unreachable:NoSchedule:true"]
+    );
+    assert_eq!(
+        (
+            d.conditions[0].status.as_str(),
+            d.conditions[0].reason.as_str()
+        ),
+        ("False", "MemberUnreachable")
+    );
+}
