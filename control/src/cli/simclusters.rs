@@ -22,10 +22,13 @@
 //! `hami up` starts them empty; the agents then apply the Works again.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use hami_agent::pull::{Agent, AgentMetrics};
 use hami_agent::sim::{RunningSim, SimCluster, SimError};
 use hami_estimator::fleet::{Fleet, FleetGpu, FleetGpuUse, FleetNode, FleetPod};
+use hami_estimator::server::EstimatorMetrics;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -268,10 +271,15 @@ pub fn generated_fleet(i: usize) -> Fleet {
 }
 
 /// Starts the members and joins them to the control plane at `control_url`.
+///
+/// `agent_metrics`: where the in-process Pull agents report (`hami_agent_*`,
+/// `hami_estimator_*` on the control plane's /metrics); `None` leaves their
+/// metrics unregistered (e.g. with `--no-controllers`).
 pub async fn start(
     fleets: Vec<Fleet>,
     control_url: &str,
     data_dir: &Path,
+    agent_metrics: Option<(AgentMetrics, Arc<EstimatorMetrics>)>,
 ) -> Result<Members, SimClustersError> {
     let control = kube::Client::try_from(kube::Config::new(
         control_url
@@ -312,7 +320,8 @@ pub async fn start(
                 Err(e) => Err(e),
             },
             Ok(()) => match apply_cluster(&sim, &control, &traits, i, false).await {
-                Ok(()) => join_pull(&sim, &control, &stop_rx).map(|t| members.agents.push(t)),
+                Ok(()) => join_pull(&sim, &control, &stop_rx, agent_metrics.clone())
+                    .map(|t| members.agents.push(t)),
                 Err(e) => Err(e),
             },
         };
@@ -402,6 +411,7 @@ fn join_pull(
     sim: &RunningSim,
     control: &kube::Client,
     stop: &watch::Receiver<bool>,
+    metrics: Option<(AgentMetrics, Arc<EstimatorMetrics>)>,
 ) -> Result<tokio::task::JoinHandle<()>, SimClustersError> {
     let name = sim.name().to_string();
     let member = sim.client().map_err(|source| SimClustersError::Sim {
@@ -413,7 +423,15 @@ fn join_pull(
     config.estimator_addr = Some(([127, 0, 0, 1], 0).into());
     let (control, stop) = (control.clone(), stop.clone());
     Ok(tokio::spawn(async move {
-        if let Err(e) = hami_agent::pull::run(control, member, config, stop).await {
+        let ran = match metrics {
+            Some((agent, estimator)) => {
+                Agent::new(config, agent, estimator)
+                    .run(control, member, stop)
+                    .await
+            }
+            None => hami_agent::pull::run(control, member, config, stop).await,
+        };
+        if let Err(e) = ran {
             tracing::error!(cluster = name, error = %e, "agent could not run");
         }
     }))

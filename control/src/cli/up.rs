@@ -136,6 +136,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("start the cluster metrics")?;
     let url = format!("http://{}", loopback_if_unspecified(addr));
     let mut controllers = Vec::new();
+    // In-process agents (the simulated Pull members) report into the same
+    // agent/estimator families as the Push agents.
+    let agent_metrics = controller_metrics.as_ref().map(|m| m.push.agent_metrics());
     if let Some(m) = controller_metrics {
         let push = crate::controllers::push::PushOptions {
             control: kube::Client::try_from(kube::Config::new(url.parse()?))
@@ -169,7 +172,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     outln!("  export KUBECONFIG={}", kubeconfig_path.display());
     outln!("  kubectl get namespaces");
     let members = if args.sim_clusters > 0 {
-        let members = simclusters::start(fleets, &url, &args.data_dir)
+        let members = simclusters::start(fleets, &url, &args.data_dir, agent_metrics)
             .await
             .context("start the simulated clusters")?;
         print_members(&members, &kubeconfig_path)?;

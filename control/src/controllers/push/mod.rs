@@ -100,6 +100,13 @@ impl PushMetrics {
         );
         m
     }
+
+    /// The agent and estimator metrics every in-process agent reports into
+    /// (registered once; the simulated Pull members of `hami up
+    /// --sim-clusters` share them with the Push agents).
+    pub fn agent_metrics(&self) -> (AgentMetrics, Arc<EstimatorMetrics>) {
+        (self.agent.clone(), self.estimator.clone())
+    }
 }
 
 /// One Push cluster as the reconcile task left it.
