@@ -21,10 +21,9 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hami_api::binding::ResourceBinding;
 use hami_api::cluster::Cluster;
@@ -33,41 +32,9 @@ use hami_api::work::Work;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::Hami;
+use support::{Hami, Timeline, eventually};
 
 const MEMBERS: [&str; 3] = ["member-1", "member-2", "member-3"];
-
-struct Timeline {
-    start: Instant,
-    lines: Vec<String>,
-}
-
-impl Timeline {
-    fn mark(&mut self, what: impl Into<String>) {
-        let line = format!(
-            "{:>6.1}s  {}",
-            self.start.elapsed().as_secs_f64(),
-            what.into()
-        );
-        eprintln!("[failover] {line}");
-        self.lines.push(line);
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn deployment(name: &str, replicas: i32) -> Deployment {
     serde_json::from_value(json!({
@@ -153,10 +120,7 @@ async fn untolerated_no_execute_taint_moves_replicas_without_dropping_to_zero() 
         &["--in-memory", "--sim-clusters", "3", "--eviction-rate", "5"],
     );
     let client = hami.client().await;
-    let mut tl = Timeline {
-        start: Instant::now(),
-        lines: Vec::new(),
-    };
+    let mut tl = Timeline::new("failover");
     let clusters: Api<Cluster> = Api::all(client.clone());
     eventually("3 clusters ready", 60, || async {
         let list = clusters
@@ -397,7 +361,7 @@ async fn untolerated_no_execute_taint_moves_replicas_without_dropping_to_zero() 
     assert_eq!(ready_of(&deps.get("pinned").await.unwrap()), 1);
     tl.mark("pinned (tolerates maintenance:NoExecute) kept on member-1");
 
-    eprintln!("[failover] timeline:\n{}", tl.lines.join("\n"));
+    tl.print();
 }
 
 fn taint_names(c: &Cluster) -> Vec<String> {
@@ -440,10 +404,7 @@ async fn lapsed_lease_taints_the_cluster_and_renewal_untaints_only_ours() {
         ],
     );
     let client = hami.client().await;
-    let mut tl = Timeline {
-        start: Instant::now(),
-        lines: Vec::new(),
-    };
+    let mut tl = Timeline::new("failover");
     let clusters: Api<Cluster> = Api::all(client.clone());
     let ghost: Cluster = serde_json::from_value(json!({
         "apiVersion": "cluster.hami.io/v1alpha1", "kind": "Cluster",
@@ -525,5 +486,5 @@ async fn lapsed_lease_taints_the_cluster_and_renewal_untaints_only_ours() {
         Some(("True".into(), "ClusterLeaseRenewed".into()))
     );
     tl.mark("ghost Ready=True; only the user's taint left");
-    eprintln!("[failover] timeline:\n{}", tl.lines.join("\n"));
+    tl.print();
 }

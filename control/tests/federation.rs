@@ -23,8 +23,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::{Duration, Instant};
 
 use hami_api::binding::ResourceBinding;
 use hami_api::cluster::{Cluster, ESTIMATOR_ENDPOINT_ANNOTATION};
@@ -37,7 +35,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
-use support::Hami;
+use support::{Hami, Timeline, eventually};
 
 const MEMBERS: [&str; 3] = ["member-1", "member-2", "member-3"];
 const REPLICAS: i32 = 8;
@@ -70,39 +68,6 @@ const FLEETS: &str = r#"
   - {name: t4-0, allocatable: {cpu: "16", memory: 64Gi, pods: "110"}, gpus: [{id: T4-0, model: NVIDIA-Tesla-T4, memoryMiB: 15360}]}
   - {name: t4-1, allocatable: {cpu: "16", memory: 64Gi, pods: "110"}, gpus: [{id: T4-1, model: NVIDIA-Tesla-T4, memoryMiB: 15360}]}
 "#;
-
-struct Timeline {
-    start: Instant,
-    lines: Vec<String>,
-}
-
-impl Timeline {
-    fn mark(&mut self, what: impl Into<String>) {
-        let line = format!(
-            "{:>6.1}s  {}",
-            self.start.elapsed().as_secs_f64(),
-            what.into()
-        );
-        eprintln!("[federation] {line}");
-        self.lines.push(line);
-    }
-}
-
-/// Polls `probe` until it answers `Ok` (`secs` at most).
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn registry(cluster: &str) -> String {
     format!("registry.{cluster}.example.com")
@@ -353,10 +318,7 @@ async fn ready_replicas(deploys: &Api<Deployment>) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_simulated_clusters_run_a_divided_gpu_deployment() {
-    let mut t = Timeline {
-        start: Instant::now(),
-        lines: Vec::new(),
-    };
+    let mut t = Timeline::new("federation");
     let tmp = tempfile::tempdir().unwrap();
     let fleet = tmp.path().join("fleets.yaml");
     std::fs::write(&fleet, FLEETS).unwrap();
@@ -519,7 +481,7 @@ async fn three_simulated_clusters_run_a_divided_gpu_deployment() {
     .await;
     t.mark("Deployment deleted: no pod left in any member, no Work left");
 
-    eprintln!("[federation] timeline:\n{}", t.lines.join("\n"));
+    t.print();
 }
 
 /// The Ready condition's (status, reason, message) of a Cluster.

@@ -11,8 +11,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::{Duration, Instant};
 
 use hami_api::binding::ResourceBinding;
 use hami_api::cluster::Cluster;
@@ -23,7 +21,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::Hami;
+use support::{Hami, eventually};
 
 const WORK_LABEL: &str = "resourcebinding.hami.io/name=train-deployment";
 
@@ -116,22 +114,6 @@ fn overrides(eu_registry: &str) -> OverridePolicy {
     .unwrap()
 }
 
-/// Polls `probe` until it answers `Some` (20 s at most).
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The binding's clusters and replicas once scheduled for the current spec.
 fn assignment(rb: &ResourceBinding) -> Option<BTreeMap<String, i32>> {
     let status = rb.status.as_ref()?;
@@ -204,7 +186,7 @@ async fn works_follow_bindings_and_status_flows_back() {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for c in ["a", "b", "c"] {
         let name = format!("hami-es-{c}");
-        eventually(&format!("namespace {name}"), || async {
+        eventually(&format!("namespace {name}"), 20, || async {
             namespaces
                 .get_opt(&name)
                 .await
@@ -233,7 +215,7 @@ async fn works_follow_bindings_and_status_flows_back() {
 
     let bindings: Api<ResourceBinding> = Api::namespaced(client.clone(), ns);
     let works: Api<Work> = Api::all(client.clone());
-    let placed = eventually("binding scheduled", || async {
+    let placed = eventually("binding scheduled", 20, || async {
         let rb = bindings.get_opt("train-deployment").await.unwrap();
         rb.as_ref()
             .and_then(assignment)
@@ -248,7 +230,7 @@ async fn works_follow_bindings_and_status_flows_back() {
         .iter()
         .map(|(c, r)| (c.clone(), (i64::from(*r), image_for(c, "eu.registry.io"))))
         .collect();
-    eventually("Works match the placement", || async {
+    eventually("Works match the placement", 20, || async {
         let got = works_by_cluster(&works).await;
         if got == want {
             Ok(())
@@ -303,7 +285,7 @@ async fn works_follow_bindings_and_status_flows_back() {
             .await
             .unwrap();
     }
-    let rb = eventually("aggregatedStatus", || async {
+    let rb = eventually("aggregatedStatus", 20, || async {
         let rb = bindings.get("train-deployment").await.unwrap();
         let items = &rb.status.as_ref().unwrap().aggregated_status;
         let ready: i64 = items
@@ -334,7 +316,7 @@ async fn works_follow_bindings_and_status_flows_back() {
             .iter()
             .any(|c| c.type_ == "FullyApplied" && c.status == "True")
     );
-    eventually("Deployment status is the federated sum", || async {
+    eventually("Deployment status is the federated sum", 20, || async {
         let d = deployments.get("train").await.unwrap();
         let s = d.status.clone().unwrap_or_default();
         if s.ready_replicas == Some(8)
@@ -366,7 +348,7 @@ async fn works_follow_bindings_and_status_flows_back() {
         .iter()
         .map(|(c, r)| (c.clone(), (i64::from(*r), image_for(c, "eu2.registry.io"))))
         .collect();
-    eventually("override change reaches the Works", || async {
+    eventually("override change reaches the Works", 20, || async {
         let got = works_by_cluster(&works).await;
         if got == want2 {
             Ok(())
@@ -392,7 +374,7 @@ async fn works_follow_bindings_and_status_flows_back() {
         )
         .await
         .unwrap();
-    eventually("the dropped cluster's Work is deleted", || async {
+    eventually("the dropped cluster's Work is deleted", 20, || async {
         let got = works_by_cluster(&works).await;
         let rb = bindings.get("train-deployment").await.unwrap();
         let a = assignment(&rb).unwrap_or_default();
@@ -413,7 +395,7 @@ async fn works_follow_bindings_and_status_flows_back() {
         .delete("train", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("every Work deleted", || async {
+    eventually("every Work deleted", 20, || async {
         let got = works_by_cluster(&works).await;
         if got.is_empty() {
             Ok(())

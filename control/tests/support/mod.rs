@@ -173,3 +173,52 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
         .to_path_buf()
 }
+
+/// Polls `probe` every 100 ms until it answers `Ok`; fails with the last
+/// error after `secs` seconds.
+pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What an end-to-end test saw, with the time since it started; printed as
+/// it goes and all at once by [`Timeline::print`].
+pub struct Timeline {
+    tag: &'static str,
+    start: Instant,
+    lines: Vec<String>,
+}
+
+impl Timeline {
+    pub fn new(tag: &'static str) -> Timeline {
+        Timeline {
+            tag,
+            start: Instant::now(),
+            lines: Vec::new(),
+        }
+    }
+
+    pub fn mark(&mut self, what: impl Into<String>) {
+        let line = format!(
+            "{:>6.1}s  {}",
+            self.start.elapsed().as_secs_f64(),
+            what.into()
+        );
+        eprintln!("[{}] {line}", self.tag);
+        self.lines.push(line);
+    }
+
+    pub fn print(&self) {
+        eprintln!("[{}] timeline:\n{}", self.tag, self.lines.join("\n"));
+    }
+}
