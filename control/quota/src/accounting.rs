@@ -29,15 +29,22 @@
 //! the larger of the two rates. Which new replica replaces which is not known,
 //! so for each resource the rule assumes the least favourable pairing:
 //!
-//! `overall(r) = Σ_c n_c·a_c(r) + Σ_paired max(0, x_e(r) − m(r)) + Σ_unpaired x_e(r)`
+//! `overall(r) = Σ_c n_c·a_c(r) + Σ_pairs max(0, x_e(r) − y_p(r)) + Σ_unpaired x_e(r)`
 //!
 //! where `n_c`, `a_c` are the new assignment's replicas and per-replica usage in
-//! cluster c, `m(r)` the cheapest new rate, `x_e` an evicting replica's rate;
-//! of the E evicting replicas the min(E, D) cheapest are paired (D new replicas)
-//! and the others (a scale-down during the eviction) count in full. With
-//! equal rates (CPU, GPU count, fixed GPU memory) and E ≤ D this is exactly the
-//! new assignment: moving replicas costs no extra quota, and failover is never
-//! refused for lack of room it does not need. An eviction task for a cluster
+//! cluster c, `x_e` an evicting replica's rate and `y_p` the rate of the new
+//! replica it is paired with. Of the E evicting replicas the k = min(E, D)
+//! cheapest are paired (D new replicas) and the others (a scale-down during
+//! the eviction) count in full. The k paired ones meet the k cheapest new
+//! replicas in opposite order (dearest old copy with cheapest new replica),
+//! the pairing that maximises the sum, so whatever the real pairing is, the
+//! charge is not below it. With a new assignment whose every rate is at least
+//! the evicting rate (always so for CPU, GPU count and fixed GPU memory) and
+//! E ≤ D this is exactly the new assignment: moving replicas costs no extra
+//! quota, and failover is never refused for lack of room it does not need.
+//! When the new assignment also holds cheaper replicas (a percentage of a
+//! smaller GPU model elsewhere), the rule cannot tell them from the
+//! replacements and charges the difference until the task ends. An eviction task for a cluster
 //! that is also in `spec.clusters` is ignored (the cluster keeps one copy).
 //! Known over-count: a second failover while the first eviction still runs
 //! (copies of copies) pairs only with the new assignment, so the chain counts
@@ -237,8 +244,7 @@ impl<'a> Accountant<'a> {
         assignment: &Assignment,
     ) -> Result<Charge, AccountingError> {
         let mut charge = Charge::default();
-        let mut new_rates: Vec<Amounts> = Vec::new();
-        let mut new_replicas: i128 = 0;
+        let mut new_rates: Vec<(Amounts, i128)> = Vec::new();
         for (cluster, n) in &assignment.clusters {
             let n = replicas(cluster, *n)?;
             if n == 0 {
@@ -248,8 +254,7 @@ impl<'a> Accountant<'a> {
             let used = rate.times(n)?;
             charge.overall.add_all(&used)?;
             add_to(&mut charge.clusters, cluster, &used)?;
-            new_rates.push(rate);
-            new_replicas += n;
+            new_rates.push((rate, n));
         }
         let mut old: Vec<(Amounts, i128)> = Vec::new();
         for (cluster, n) in &assignment.evicting {
@@ -268,26 +273,58 @@ impl<'a> Accountant<'a> {
             return Ok(charge);
         }
         for name in &self.names {
-            let cheapest = new_rates.iter().map(|r| r.get(name)).min().unwrap_or(0);
-            let mut by_rate: Vec<(i128, i128)> =
-                old.iter().map(|(r, n)| (r.get(name), *n)).collect();
-            by_rate.sort();
-            let mut pairs = new_replicas;
-            let mut extra: i128 = 0;
-            for (x, n) in by_rate {
-                let paired = n.min(pairs);
-                pairs -= paired;
-                let part = (x - cheapest)
-                    .max(0)
-                    .checked_mul(paired)
-                    .and_then(|p| x.checked_mul(n - paired).and_then(|f| p.checked_add(f)))
-                    .ok_or_else(|| overflow(name))?;
-                extra = extra.checked_add(part).ok_or_else(|| overflow(name))?;
-            }
+            let olds: Vec<(i128, i128)> = old.iter().map(|(r, n)| (r.get(name), *n)).collect();
+            let news: Vec<(i128, i128)> =
+                new_rates.iter().map(|(r, n)| (r.get(name), *n)).collect();
+            let extra = eviction_extra(olds, news).ok_or_else(|| overflow(name))?;
             charge.overall.add(name, extra)?;
         }
         Ok(charge)
     }
+}
+
+/// The least favourable extra charge of one resource while copies are being
+/// left: `olds` and `news` are (per-replica amount, replicas) runs. The
+/// cheapest k = min(E, D) old copies pair with the k cheapest new replicas in
+/// opposite order; a pair adds `max(0, old − new)`, an unpaired old copy its
+/// whole amount. `None` on overflow.
+fn eviction_extra(mut olds: Vec<(i128, i128)>, mut news: Vec<(i128, i128)>) -> Option<i128> {
+    olds.sort();
+    news.sort();
+    let e: i128 = olds.iter().map(|(_, n)| n).sum();
+    let d: i128 = news.iter().map(|(_, n)| n).sum();
+    let k = e.min(d);
+    // Split the old runs into the k cheapest (paired) and the rest (full).
+    let mut paired: Vec<(i128, i128)> = Vec::new();
+    let mut extra: i128 = 0;
+    let mut left = k;
+    for (x, n) in olds {
+        let p = n.min(left);
+        left -= p;
+        if p > 0 {
+            paired.push((x, p));
+        }
+        extra = extra.checked_add(x.checked_mul(n - p)?)?;
+    }
+    // Dearest paired old copy meets the cheapest new replica.
+    let mut new_runs = news.into_iter();
+    let mut current = new_runs.next();
+    for (x, mut n) in paired.into_iter().rev() {
+        while n > 0 {
+            // k ≤ D: the new runs never run out before the paired copies.
+            let Some((y, m)) = current.as_mut() else {
+                break;
+            };
+            let take = n.min(*m);
+            extra = extra.checked_add((x - *y).max(0).checked_mul(take)?)?;
+            n -= take;
+            *m -= take;
+            if *m == 0 {
+                current = new_runs.next();
+            }
+        }
+    }
+    Some(extra)
 }
 
 fn replicas(cluster: &str, n: i32) -> Result<i128, AccountingError> {

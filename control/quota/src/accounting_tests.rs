@@ -299,3 +299,76 @@ fn assignment_from_binding() {
         Assignment::of(&[("b", 2), ("c", 4)]).evicting(&[("a", 4), ("d", 6)])
     );
 }
+
+/// The largest extra over every way to pair the k cheapest old copies with k
+/// of the new replicas (brute force over permutations, small inputs only).
+fn brute_extra(olds: &[(i128, i128)], news: &[(i128, i128)]) -> i128 {
+    let mut xs: Vec<i128> = olds
+        .iter()
+        .flat_map(|(x, n)| std::iter::repeat_n(*x, *n as usize))
+        .collect();
+    let ys: Vec<i128> = news
+        .iter()
+        .flat_map(|(y, n)| std::iter::repeat_n(*y, *n as usize))
+        .collect();
+    xs.sort();
+    let k = xs.len().min(ys.len());
+    let full: i128 = xs[k..].iter().sum();
+    let paired = &xs[..k];
+    // Every injective map of the paired copies into the new replicas.
+    fn best(paired: &[i128], ys: &[i128], used: &mut Vec<bool>) -> i128 {
+        let Some((x, rest)) = paired.split_first() else {
+            return 0;
+        };
+        let mut top = i128::MIN;
+        for j in 0..ys.len() {
+            if used[j] {
+                continue;
+            }
+            used[j] = true;
+            top = top.max((x - ys[j]).max(0) + best(rest, ys, used));
+            used[j] = false;
+        }
+        top
+    }
+    full + best(paired, &ys, &mut vec![false; ys.len()])
+}
+
+#[test]
+fn eviction_extra_is_the_least_favourable_pairing() {
+    // (old runs, new runs, extra)
+    let cases: &[(&[(i128, i128)], &[(i128, i128)], i128)] = &[
+        (&[(10, 4)], &[(10, 6)], 0),
+        (&[(10, 4)], &[(3, 2), (10, 6)], 14),
+        (&[(10, 4)], &[(3, 1)], 7 + 30),
+        (&[(10, 2), (4, 2)], &[(5, 1), (12, 3)], 5),
+        (&[(10, 1)], &[], 10),
+        (&[(0, 3)], &[(7, 1)], 0),
+    ];
+    for (olds, news, want) in cases {
+        assert_eq!(
+            eviction_extra(olds.to_vec(), news.to_vec()),
+            Some(*want),
+            "{olds:?} {news:?}"
+        );
+        assert_eq!(brute_extra(olds, news), *want, "brute {olds:?} {news:?}");
+    }
+    // Exhaustive over small runs: the fast rule equals the brute maximum.
+    let rates = [0i128, 3, 7];
+    let runs = |seed: u32| -> Vec<(i128, i128)> {
+        (0..3)
+            .map(|i| (rates[i], i128::from((seed / 3u32.pow(i as u32)) % 3)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    for a in 0..27 {
+        for b in 0..27 {
+            let (olds, news) = (runs(a), runs(b));
+            assert_eq!(
+                eviction_extra(olds.clone(), news.clone()),
+                Some(brute_extra(&olds, &news)),
+                "{olds:?} {news:?}"
+            );
+        }
+    }
+}

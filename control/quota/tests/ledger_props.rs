@@ -3,7 +3,8 @@
 //! equals the sum recomputed from scratch over the accepted bindings, no
 //! limit is ever exceeded, and steps that raise nothing (scale-down, delete,
 //! eviction end) or move replicas between clusters of equal cost into a
-//! cluster without a static assignment (a first failover) are never refused.
+//! cluster without a static assignment (a first failover, where no replica of
+//! the new assignment is cheaper than the copies left) are never refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -197,9 +198,16 @@ proptest! {
                     let Some(n) = a.clusters.remove(from) else { continue };
                     *a.clusters.entry(to.to_string()).or_insert(0) += n;
                     a.evicting.insert(from.to_string(), n);
-                    let same_cost = acc.rate(&req, from).unwrap() == acc.rate(&req, to).unwrap();
+                    let from_rate = acc.rate(&req, from).unwrap();
+                    let same_cost = from_rate == acc.rate(&req, to).unwrap();
+                    // No replica of the new assignment is cheaper than the
+                    // copies being left: no pairing can cost extra.
+                    let none_cheaper = a.clusters.iter().filter(|(_, n)| **n > 0).all(|(c, _)| {
+                        let r = acc.rate(&req, c).unwrap();
+                        acc.names().iter().all(|name| r.get(name) >= from_rate.get(name))
+                    });
                     let unassigned = !limits.static_assignments.contains_key(to);
-                    (k, Some((req, a)), first_eviction && same_cost && unassigned)
+                    (k, Some((req, a)), first_eviction && same_cost && none_cheaper && unassigned)
                 }
                 Op::EndEviction { key } => {
                     let k = key_of(key);
