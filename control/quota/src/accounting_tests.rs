@@ -337,7 +337,8 @@ fn brute_extra(olds: &[(i128, i128)], news: &[(i128, i128)]) -> i128 {
 #[test]
 fn eviction_extra_is_the_least_favourable_pairing() {
     // (old runs, new runs, extra)
-    let cases: &[(&[(i128, i128)], &[(i128, i128)], i128)] = &[
+    type Runs = &'static [(i128, i128)];
+    let cases: &[(Runs, Runs, i128)] = &[
         (&[(10, 4)], &[(10, 6)], 0),
         (&[(10, 4)], &[(3, 2), (10, 6)], 14),
         (&[(10, 4)], &[(3, 1)], 7 + 30),
