@@ -83,12 +83,7 @@ async fn registers_reports_cluster_status_renews_lease_and_serves_the_estimator(
 
     // Status is not rewritten while nothing changes.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let writes = || {
-        counter(
-            &h.metrics().status_writes,
-            &hami_agent::pull::metrics::ObjectLabels { object: "cluster" },
-        )
-    };
+    let writes = || h.metrics().status_writes_of("cluster");
     let before = writes();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(writes(), before, "no-op Cluster status writes were skipped");
@@ -129,14 +124,8 @@ async fn an_unreachable_member_turns_ready_false_after_the_grace_period() {
         held, still,
         "lease not renewed while the member is unreachable"
     );
-    assert!(h.metrics().lease_renew_failures.get() >= 2);
-    assert!(
-        h.metrics()
-            .watch_restarts
-            .get_or_create(&hami_agent::pull::metrics::WatchLabels { watch: "pods" })
-            .get()
-            >= 1
-    );
+    assert!(h.metrics().lease_renew_failures_of() >= 2);
+    assert!(h.metrics().watch_restarts_of("pods") >= 1);
 
     // Back up: Ready again and the lease moves.
     h.sim.resume_api().await.unwrap();

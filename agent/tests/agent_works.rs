@@ -10,6 +10,7 @@ mod agent_support;
 use agent_support::*;
 use std::time::Duration;
 
+use hami_agent::pull::metrics::ApplyResult;
 use hami_api::cluster::ESTIMATOR_ENDPOINT_ANNOTATION;
 use hami_api::work::Work;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -168,9 +169,8 @@ async fn applies_a_work_reports_its_status_and_cleans_up() {
     })
     .await;
     let m = h.metrics();
-    use hami_agent::pull::metrics::ResultLabels;
-    assert!(counter(&m.applies, &ResultLabels { result: "applied" }) >= 2);
-    assert!(counter(&m.applies, &ResultLabels { result: "deleted" }) >= 2);
+    assert!(m.applies_of(ApplyResult::Applied) >= 2);
+    assert!(m.applies_of(ApplyResult::Deleted) >= 2);
     h.shutdown().await;
 }
 
@@ -255,8 +255,7 @@ async fn restarting_the_agent_neither_duplicates_nor_drops_the_workload() {
     .await;
     // Let the new agent relist and re-apply (idempotent server-side apply).
     eventually("new agent re-applied", || async {
-        use hami_agent::pull::metrics::ResultLabels;
-        (counter(&h.metrics().applies, &ResultLabels { result: "applied" }) >= 1).then_some(())
+        (h.metrics().applies_of(ApplyResult::Applied) >= 1).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -277,10 +276,7 @@ async fn restarting_the_agent_neither_duplicates_nor_drops_the_workload() {
     let after = works.get("serve").await.unwrap();
     assert_eq!(after.status, status_before, "Work status unchanged");
     assert_eq!(
-        counter(
-            &h.metrics().status_writes,
-            &hami_agent::pull::metrics::ObjectLabels { object: "work" }
-        ),
+        h.metrics().status_writes_of("work"),
         0,
         "the restarted agent found Work status current and did not rewrite it"
     );

@@ -87,16 +87,11 @@ async fn main() -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Arc::new(EstimatorMetrics::register(&mut registry));
-    metrics.set_snapshot(stats);
     let snapshot = Arc::new(Mutex::new(snapshot));
-    let service = EstimatorService::new(cluster, snapshot.clone(), metrics.clone());
+    let service = EstimatorService::new(cluster, snapshot, metrics);
 
     let http_listener = tokio::net::TcpListener::bind(args.http_addr).await?;
-    let router = http::router(http::HttpState {
-        registry: Arc::new(registry),
-        metrics,
-        snapshot,
-    });
+    let router = http::router(Arc::new(registry));
     tracing::info!(addr = %args.http_addr, "serving /metrics, /healthz, /readyz");
     let http = tokio::spawn(async move { axum::serve(http_listener, router).await });
 

@@ -137,7 +137,7 @@ pub(crate) async fn run_heartbeat(
             }
             flipped
         };
-        s.metrics.member_reachable.set(i64::from(reachable));
+        s.metrics.set_member_reachable(reachable);
         match &probe {
             Ok(_) => s.failures.ok(Class::MemberUnreachable),
             Err(e) => s.failures.failed(Class::MemberUnreachable, e),
@@ -154,14 +154,14 @@ pub(crate) async fn run_heartbeat(
             match renew(&s, &leases, duration_s).await {
                 Ok(()) => s.failures.ok(Class::LeaseRenew),
                 Err(e) => {
-                    s.metrics.lease_renew_failures.inc();
+                    s.metrics.lease_renew_failed();
                     s.failures.failed(Class::LeaseRenew, &e);
                 }
             }
         } else if !reachable {
             // Not renewed on purpose: the control plane must see the
             // lease expire while the member cannot be reached.
-            s.metrics.lease_renew_failures.inc();
+            s.metrics.lease_renew_failed();
         }
         if !sleep_or_stop(interval, &mut stop).await {
             return;

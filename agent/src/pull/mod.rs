@@ -213,12 +213,14 @@ pub struct Agent {
 
 impl Agent {
     /// An agent whose metrics are registered by the caller (hami-control
-    /// registers them once and clones them for every Push cluster).
+    /// registers them once and shares them between every agent it runs);
+    /// the agent writes its series under its cluster's name.
     pub fn new(
         config: AgentConfig,
         metrics: AgentMetrics,
         estimator_metrics: Arc<EstimatorMetrics>,
     ) -> Self {
+        let metrics = metrics.for_cluster(&config.cluster_name);
         Self {
             config,
             metrics,

@@ -570,10 +570,7 @@ impl Works {
             api.patch(&name, &pp, &Patch::Apply(&body)),
         )
         .await;
-        self.s
-            .metrics
-            .apply_duration
-            .observe(start.elapsed().as_secs_f64());
+        self.s.metrics.observe_apply(start.elapsed().as_secs_f64());
         let obj = match result {
             Ok(o) => {
                 self.s.metrics.applied(ApplyResult::Applied);

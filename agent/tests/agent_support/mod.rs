@@ -21,7 +21,6 @@ use hami_store::{MemoryStore, Store};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
-use prometheus_client::metrics::family::Family;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 pub const FLEET: &str = r#"
@@ -117,6 +116,7 @@ impl Harness {
         let metrics = AgentMetrics::register(&mut scratch);
         let est = Arc::new(EstimatorMetrics::register(&mut scratch));
         let agent = Agent::new(config(), metrics.clone(), est);
+        let metrics = metrics.for_cluster(CLUSTER);
         let (stop, rx) = watch::channel(false);
         let (control, member) = (self.control.clone(), self.member.clone());
         let task = tokio::spawn(async move {
@@ -288,11 +288,4 @@ pub async fn ask_estimator(endpoint: &str) -> i32 {
         .into_inner()
         .max_replicas
         .unwrap()
-}
-
-pub fn counter<L>(f: &Family<L, prometheus_client::metrics::counter::Counter>, l: &L) -> u64
-where
-    L: Clone + std::hash::Hash + Eq,
-{
-    f.get_or_create(l).get()
 }

@@ -90,10 +90,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let fleets = simclusters::fleets(args.sim_clusters, args.fleet.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create data directory {}", args.data_dir.display()))?;
+    let mut metric_registry = prometheus_client::registry::Registry::default();
     let embedded = if args.in_memory {
         None
     } else {
-        let store = EmbeddedStore::open(&args.data_dir, EmbeddedOptions::default())
+        let options = EmbeddedOptions {
+            metrics: hami_store::StoreMetrics::register(&mut metric_registry),
+            ..EmbeddedOptions::default()
+        };
+        let store = EmbeddedStore::open(&args.data_dir, options)
             .with_context(|| format!("open the store in {}", args.data_dir.display()))?;
         Some(Arc::new(store))
     };
@@ -106,7 +111,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         validator: Some(hami_kinds::validator()),
         ..ServerConfig::default()
     };
-    let mut metric_registry = prometheus_client::registry::Registry::default();
     let metrics = ApiMetrics::register(&mut metric_registry);
     let cluster_metrics = crate::metrics::ClusterMetrics::register(&mut metric_registry);
     let controller_metrics = (!args.no_controllers)

@@ -27,9 +27,11 @@ use async_trait::async_trait;
 pub mod embedded;
 mod hub;
 pub mod memory;
+pub mod metrics;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
 pub use memory::{MemoryOptions, MemoryStore};
+pub use metrics::StoreMetrics;
 
 /// The store's global revision counter. 0 means "nothing written yet".
 pub type Revision = u64;

@@ -47,6 +47,7 @@ impl EstimatorService {
         snapshot: Arc<Mutex<Snapshot>>,
         metrics: Arc<EstimatorMetrics>,
     ) -> Self {
+        metrics.track(&cluster, &snapshot);
         Self {
             cluster,
             snapshot,
@@ -70,8 +71,12 @@ impl EstimatorService {
         start: Instant,
         r: Result<T, ConvertError>,
     ) -> Result<Response<T>, Status> {
-        self.metrics
-            .observe(method, r.is_ok(), start.elapsed().as_secs_f64());
+        self.metrics.observe(
+            &self.cluster,
+            method,
+            r.is_ok(),
+            start.elapsed().as_secs_f64(),
+        );
         r.map(Response::new).map_err(invalid)
     }
 }

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use redb::{Durability, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -65,9 +66,15 @@ pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>, mut comm
 
 fn commit_batch(shared: &Shared, batch: &mut Vec<Request>, committed: &mut Committed) {
     let mut results: Vec<Result<Event>> = Vec::with_capacity(batch.len());
+    let start = Instant::now();
     let outcome = write_batch(shared, batch, committed, &mut results);
     match outcome {
         Ok(next) => {
+            let rejected = results.iter().filter(|r| r.is_err()).count();
+            shared
+                .options
+                .metrics
+                .committed(batch.len(), rejected, start.elapsed().as_secs_f64());
             *committed = next;
             shared.revision.store(committed.revision, Ordering::Release);
             shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -85,6 +92,7 @@ fn commit_batch(shared: &Shared, batch: &mut Vec<Request>, committed: &mut Commi
             shared.hub.lock().publish(&events);
         }
         Err(err) => {
+            shared.options.metrics.commit_failures.inc();
             tracing::error!(error = %err, requests = batch.len(), "store commit failed");
             for request in batch.drain(..) {
                 let _ = request.reply.send(Err(err.clone()));

@@ -70,6 +70,8 @@ pub struct EmbeddedOptions {
     pub watcher_capacity: usize,
     /// redb's page cache, in bytes.
     pub cache_size_bytes: usize,
+    /// Where the committer reports (default: registered nowhere).
+    pub metrics: crate::StoreMetrics,
 }
 
 impl Default for EmbeddedOptions {
@@ -80,6 +82,7 @@ impl Default for EmbeddedOptions {
             queue_capacity: 4096,
             watcher_capacity: 1024,
             cache_size_bytes: 256 * 1024 * 1024,
+            metrics: crate::StoreMetrics::unregistered(),
         }
     }
 }
