@@ -125,6 +125,37 @@ pub fn aggregated_items(
         .collect()
 }
 
+/// One item per cluster being left (a graceful eviction task names it, it is
+/// no target any more) whose Work still reports: its old copies serve until
+/// the task ends, so they count in the template's status meanwhile.
+pub fn evicting_items(
+    targets: &[TargetCluster],
+    evicting: &[String],
+    reports: &[WorkReport],
+) -> Vec<AggregatedStatusItem> {
+    let mut names: Vec<&str> = evicting
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !targets.iter().any(|t| t.name == *c))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let report = reports.iter().find(|r| r.cluster == name && !r.deleting)?;
+            let applied = report.applied.as_ref();
+            Some(AggregatedStatusItem {
+                cluster_name: name.to_string(),
+                status: report.status.clone(),
+                applied: applied.is_some_and(|a| a.ok),
+                applied_message: applied.filter(|a| !a.ok).and_then(|a| a.message.clone()),
+                health: report.health,
+            })
+        })
+        .collect()
+}
+
 /// True when every target cluster applied its Work from the template's
 /// `generation` (and there is at least one).
 pub fn all_observed(targets: &[TargetCluster], reports: &[WorkReport], generation: i64) -> bool {
@@ -173,19 +204,28 @@ pub fn set_condition(
     }
 }
 
-/// The binding's status with `items` as its aggregatedStatus and the
-/// FullyApplied condition (when it has targets).
-pub fn binding_status(current: Option<&Value>, items: &[AggregatedStatusItem], now: &str) -> Value {
+/// The binding's status with `items` (the targets) and `evicting` (the
+/// clusters being left, see [`evicting_items`]) as its aggregatedStatus,
+/// by cluster name, and the FullyApplied condition of the targets (when it
+/// has any).
+pub fn binding_status(
+    current: Option<&Value>,
+    items: &[AggregatedStatusItem],
+    evicting: &[AggregatedStatusItem],
+    now: &str,
+) -> Value {
     let mut status = current
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    if items.is_empty() {
+    let mut all: Vec<&AggregatedStatusItem> = items.iter().chain(evicting).collect();
+    all.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    if all.is_empty() {
         status.remove("aggregatedStatus");
     } else {
         status.insert(
             "aggregatedStatus".into(),
-            serde_json::to_value(items).unwrap_or_else(|_| json!([])),
+            serde_json::to_value(&all).unwrap_or_else(|_| json!([])),
         );
     }
     let mut conditions: Vec<Value> = status

@@ -132,6 +132,7 @@ fn binding_status_sets_fully_applied_and_keeps_transition_time() {
             &json!({"schedulerObservedGeneration": 3, "conditions": [{"type": "Scheduled", "status": "True"}]}),
         ),
         &ok,
+        &[],
         "t1",
     );
     assert_eq!(s1["schedulerObservedGeneration"], 3, "other fields kept");
@@ -149,14 +150,14 @@ fn binding_status_sets_fully_applied_and_keeps_transition_time() {
     assert_eq!(cond(&s1)["lastTransitionTime"], "t1");
     assert_eq!(s1["conditions"][0]["type"], "Scheduled");
     // Same items later: nothing changes (no write).
-    assert_eq!(binding_status(Some(&s1), &ok, "t2"), s1);
+    assert_eq!(binding_status(Some(&s1), &ok, &[], "t2"), s1);
     // A cluster not applied: False, new transition time.
     let not = aggregated_items(&[target("a", 1), target("b", 1)], &[report("a", json!({}))]);
-    let s2 = binding_status(Some(&s1), &not, "t3");
+    let s2 = binding_status(Some(&s1), &not, &[], "t3");
     assert_eq!(cond(&s2)["status"], "False");
     assert_eq!(cond(&s2)["lastTransitionTime"], "t3");
     // No targets: no items, no condition.
-    let s3 = binding_status(Some(&s2), &[], "t4");
+    let s3 = binding_status(Some(&s2), &[], &[], "t4");
     assert_eq!(s3.get("aggregatedStatus"), None);
     assert_eq!(s3["conditions"].as_array().unwrap().len(), 1);
 }
@@ -308,4 +309,36 @@ fn jobs_complete_when_every_cluster_completes() {
     assert_eq!(s["failed"], 3);
     assert_eq!(s["conditions"][0]["type"], "Failed");
     assert_eq!(s["conditions"][0]["reason"], "BackoffLimitExceeded");
+}
+
+#[test]
+fn a_cluster_being_left_counts_until_its_work_goes() {
+    // member-1 is being left (task standing, no longer a target); its old
+    // copies still serve while the replacements come up in member-2.
+    let targets = [target("member-2", 4)];
+    let evicting = ["member-1".to_string()];
+    let reports = [
+        report("member-1", json!({"replicas": 2, "readyReplicas": 2})),
+        report("member-2", json!({"replicas": 4, "readyReplicas": 1})),
+    ];
+    let items = aggregated_items(&targets, &reports);
+    let leaving = evicting_items(&targets, &evicting, &reports);
+    assert_eq!(leaving.len(), 1);
+    let all: Vec<AggregatedStatusItem> = items.iter().chain(&leaving).cloned().collect();
+    let t = template_status("Deployment", &all, None, None).unwrap();
+    assert_eq!(t["readyReplicas"], 3, "old 2 + new 1");
+    assert_eq!(t["replicas"], 6);
+    // Listed by cluster name; FullyApplied judged on the targets only.
+    let mut not_applied = leaving.clone();
+    not_applied[0].applied = false;
+    let s = binding_status(None, &items, &not_applied, "t1");
+    assert_eq!(s["aggregatedStatus"][0]["clusterName"], "member-1");
+    assert_eq!(s["aggregatedStatus"][1]["clusterName"], "member-2");
+    assert_eq!(s["conditions"][0]["status"], "True");
+    // A Work being deleted, or a cluster that is a target again, adds nothing.
+    let mut deleting = reports.clone();
+    deleting[0].deleting = true;
+    assert!(evicting_items(&targets, &evicting, &deleting).is_empty());
+    assert!(evicting_items(&[target("member-1", 2)], &evicting, &reports).is_empty());
+    assert!(evicting_items(&targets, &[], &reports).is_empty());
 }

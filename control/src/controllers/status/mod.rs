@@ -6,11 +6,16 @@
 //!
 //! State: per Work, the [`aggregate::WorkReport`] (cluster, Applied
 //! condition, the manifest's member status, health) and per binding a hash
-//! of its target list, fed by store watches over Works and both binding
+//! of its target list (eviction tasks included), fed by store watches over Works and both binding
 //! kinds. A report that changes, a Work that goes, or a binding whose
 //! targets change queues the binding. A reconcile reads the binding and the
 //! template and writes each only when its status changes (status only: the
 //! spec is written back as read, so the generation stays).
+//!
+//! While a graceful eviction task stands, the cluster being left keeps an
+//! item in `aggregatedStatus` and its copies count in the template's status
+//! (they still serve); `FullyApplied` and `observedGeneration` are about the
+//! targets only.
 //!
 //! `observedGeneration` of the template is its generation once every target
 //! cluster applied a Work built from that generation (the Work's
@@ -41,7 +46,9 @@ use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
-use aggregate::{WorkReport, aggregated_items, all_observed, binding_status, template_status};
+use aggregate::{
+    WorkReport, aggregated_items, all_observed, binding_status, evicting_items, template_status,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabel {
@@ -92,7 +99,7 @@ struct Index {
     /// Work key -> (binding key, report).
     works: HashMap<String, (String, WorkReport)>,
     by_binding: HashMap<String, BTreeSet<String>>,
-    /// Binding key -> hash of its target clusters and template reference.
+    /// Binding key -> hash of its target clusters, eviction tasks and template reference.
     bindings: HashMap<String, u64>,
 }
 
@@ -238,8 +245,12 @@ impl Shared {
             let object: Value = serde_json::from_slice(&kv.value).ok()?;
             let spec = object.get("spec")?;
             Some(fnv1a(
-                &serde_json::to_vec(&json!([spec.get("clusters"), spec.get("resource")]))
-                    .unwrap_or_default(),
+                &serde_json::to_vec(&json!([
+                    spec.get("clusters"),
+                    spec.get("resource"),
+                    spec.get("gracefulEvictionTasks")
+                ]))
+                .unwrap_or_default(),
             ))
         };
         let mut queue = Vec::new();
@@ -294,9 +305,20 @@ impl Shared {
         };
         let reports = self.index.read().reports(key);
         let items = aggregated_items(&spec.clusters, &reports);
+        let evicting: Vec<String> = spec
+            .graceful_eviction_tasks
+            .iter()
+            .map(|t| t.from_cluster.clone())
+            .collect();
+        let leaving = evicting_items(&spec.clusters, &evicting, &reports);
         let mut changed = false;
 
-        let status = binding_status(binding.object.get("status"), &items, &now_rfc3339());
+        let status = binding_status(
+            binding.object.get("status"),
+            &items,
+            &leaving,
+            &now_rfc3339(),
+        );
         if binding.object.get("status").unwrap_or(&json!({})) != &status {
             let mut new = binding.object.clone();
             new["status"] = status;
@@ -327,7 +349,10 @@ impl Shared {
             .unwrap_or(0);
         let observed = all_observed(&spec.clusters, &reports, generation).then_some(generation);
         let current = template.object.get("status");
-        if let Some(status) = template_status(&tkind.kind, &items, observed, current)
+        // The old copies of clusters being left serve until their task
+        // ends: they count, so the template does not under-report a move.
+        let serving: Vec<_> = items.iter().chain(&leaving).cloned().collect();
+        if let Some(status) = template_status(&tkind.kind, &serving, observed, current)
             && current.unwrap_or(&json!({})) != &status
         {
             let mut new = template.object.clone();
