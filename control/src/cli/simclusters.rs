@@ -20,12 +20,28 @@
 //!
 //! The simulated clusters live in this process's memory: a restarted
 //! `hami up` starts them empty; the agents then apply the Works again.
+//!
+//! Timing: the Pull agents renew their Lease every
+//! [`SimOptions::lease_renew_interval`] (`hami up --sim-lease-renew`,
+//! default 10 s as Karmada's); the Lease lasts four intervals, and an agent
+//! that cannot reach its member reports Ready=False after four intervals
+//! too.
+//!
+//! Outages, for failover demos and tests: while the file
+//! `DATA_DIR/members/<name>.down` exists, that member is down. Its first
+//! word says how: `agent` (or an empty file) stops the member's Pull agent
+//! (no Lease renewal, no estimator, no Work sync; the member keeps running
+//! what it has), `api` makes the member's API server refuse connections
+//! (its agent keeps running but cannot reach it). Removing the file starts
+//! a fresh agent, or serves the API again over the same state. The files
+//! are looked at every [`OUTAGE_POLL`]. `agent` has no meaning for the Push
+//! member (its agent runs in the control plane); use `api` there.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hami_agent::pull::{Agent, AgentMetrics};
+use hami_agent::pull::{Agent, AgentConfig, AgentMetrics};
 use hami_agent::sim::{RunningSim, SimCluster, SimError};
 use hami_estimator::fleet::{Fleet, FleetGpu, FleetGpuUse, FleetNode, FleetPod};
 use hami_estimator::server::EstimatorMetrics;
@@ -42,6 +58,23 @@ use crate::controllers::push::desired::KUBECONFIG_KEY;
 pub const PUSH_SECRET_NAMESPACE: &str = "hami-system";
 /// Field manager of what `hami up` writes for its simulated members.
 const MANAGER: &str = "hami-up";
+/// How often the outage files are looked at.
+pub const OUTAGE_POLL: Duration = Duration::from_millis(200);
+
+/// Settings of the simulated members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    /// How often a Pull agent renews its Lease.
+    pub lease_renew_interval: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            lease_renew_interval: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Why the simulated members could not start.
 #[derive(Debug, thiserror::Error)]
@@ -84,11 +117,137 @@ pub enum SimClustersError {
     Control(String),
 }
 
+/// An in-process Pull agent, with what it takes to start it again.
+struct PullAgent {
+    /// Index of its member in [`Members::sims`].
+    member: usize,
+    control: kube::Client,
+    client: kube::Client,
+    config: AgentConfig,
+    metrics: Option<(AgentMetrics, Arc<EstimatorMetrics>)>,
+    running: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+impl PullAgent {
+    fn start(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let (control, member) = (self.control.clone(), self.client.clone());
+        let (config, metrics) = (self.config.clone(), self.metrics.clone());
+        let name = config.cluster_name.clone();
+        let task = tokio::spawn(async move {
+            let ran = match metrics {
+                Some((agent, estimator)) => {
+                    Agent::new(config, agent, estimator)
+                        .run(control, member, stop_rx)
+                        .await
+                }
+                None => hami_agent::pull::run(control, member, config, stop_rx).await,
+            };
+            if let Err(e) = ran {
+                tracing::error!(cluster = name, error = %e, "agent could not run");
+            }
+        });
+        self.running = Some((stop, task));
+    }
+
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// How a member is down (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outage {
+    /// Its Pull agent is stopped.
+    Agent,
+    /// Its API server refuses connections.
+    Api,
+}
+
+impl Outage {
+    /// The outage an outage file's text asks for.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.split_whitespace().next() {
+            None | Some("agent") => Some(Self::Agent),
+            Some("api") => Some(Self::Api),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The outage file of member `name`.
+pub fn outage_file(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("members").join(format!("{name}.down"))
+}
+
+/// What the members share with the outage watcher.
+struct Running {
+    sims: Vec<RunningSim>,
+    agents: Vec<PullAgent>,
+    /// The outage in force per member.
+    down: Vec<Option<Outage>>,
+}
+
+impl Running {
+    fn agent_of(&mut self, member: usize) -> Option<&mut PullAgent> {
+        self.agents.iter_mut().find(|a| a.member == member)
+    }
+
+    /// Brings member `i` from its current outage to `want`.
+    async fn set(&mut self, i: usize, want: Option<Outage>) {
+        let Some(now) = self.down.get(i).copied() else {
+            return;
+        };
+        if now == want {
+            return;
+        }
+        let name = self.sims[i].name().to_string();
+        if want == Some(Outage::Agent) && self.agent_of(i).is_none() {
+            tracing::warn!(
+                cluster = name,
+                "outage file asks to stop the agent of a Push member; write \"api\" in it instead"
+            );
+            return;
+        }
+        // Undo what is in force, then apply what is asked.
+        match now {
+            Some(Outage::Agent) => {
+                if let Some(a) = self.agent_of(i) {
+                    a.start();
+                }
+            }
+            Some(Outage::Api) => {
+                if let Err(e) = self.sims[i].resume_api().await {
+                    tracing::warn!(cluster = name, error = %e, "simulated API could not serve again");
+                    return;
+                }
+            }
+            None => {}
+        }
+        match want {
+            Some(Outage::Agent) => {
+                if let Some(a) = self.agent_of(i) {
+                    a.stop().await;
+                }
+            }
+            Some(Outage::Api) => self.sims[i].pause_api().await,
+            None => {}
+        }
+        self.down[i] = want;
+        tracing::info!(cluster = name, outage = ?want, "simulated member outage changed");
+    }
+}
+
 /// The running members and their in-process Pull agents.
 pub struct Members {
-    sims: Vec<RunningSim>,
-    agents: Vec<tokio::task::JoinHandle<()>>,
-    stop: watch::Sender<bool>,
+    running: Arc<tokio::sync::Mutex<Running>>,
+    watcher: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     kubeconfigs: Vec<(String, PathBuf)>,
 }
 
@@ -98,11 +257,16 @@ impl Members {
         &self.kubeconfigs
     }
 
-    /// Stops the Pull agents (first, while both sides still answer).
+    /// Stops the outage watcher and the Pull agents (first, while both
+    /// sides still answer).
     pub async fn stop_agents(&mut self) {
-        let _ = self.stop.send(true);
-        for a in self.agents.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(10), a).await;
+        if let Some((stop, task)) = self.watcher.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        let mut running = self.running.lock().await;
+        for a in &mut running.agents {
+            a.stop().await;
         }
     }
 
@@ -110,9 +274,44 @@ impl Members {
     /// plane's Push agents in between).
     pub async fn stop(mut self) {
         self.stop_agents().await;
-        for s in self.sims {
+        let sims = std::mem::take(&mut self.running.lock().await.sims);
+        for s in sims {
             s.stop().await;
         }
+    }
+
+    /// Follows the outage files of `data_dir` until the members stop.
+    fn watch_outages(&mut self, data_dir: &Path) {
+        let files: Vec<PathBuf> = self
+            .kubeconfigs
+            .iter()
+            .map(|(name, _)| outage_file(data_dir, name))
+            .collect();
+        let running = self.running.clone();
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(OUTAGE_POLL) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+                let wanted: Vec<Option<Outage>> = files
+                    .iter()
+                    .map(|f| match std::fs::read_to_string(f) {
+                        Ok(text) => Outage::parse(&text).or_else(|| {
+                            tracing::warn!(file = %f.display(), "outage file: write \"agent\" or \"api\"");
+                            None
+                        }),
+                        Err(_) => None,
+                    })
+                    .collect();
+                let mut r = running.lock().await;
+                for (i, want) in wanted.into_iter().enumerate() {
+                    r.set(i, want).await;
+                }
+            }
+        });
+        self.watcher = Some((stop, task));
     }
 }
 
@@ -279,6 +478,7 @@ pub async fn start(
     fleets: Vec<Fleet>,
     control_url: &str,
     data_dir: &Path,
+    options: SimOptions,
     agent_metrics: Option<(AgentMetrics, Arc<EstimatorMetrics>)>,
 ) -> Result<Members, SimClustersError> {
     let control = kube::Client::try_from(kube::Config::new(
@@ -287,13 +487,12 @@ pub async fn start(
             .map_err(|e| SimClustersError::Control(format!("{control_url}: {e}")))?,
     ))
     .map_err(|e| SimClustersError::Control(e.to_string()))?;
-    let (stop, stop_rx) = watch::channel(false);
-    let mut members = Members {
+    let mut running = Running {
         sims: Vec::new(),
         agents: Vec::new(),
-        stop,
-        kubeconfigs: Vec::new(),
+        down: Vec::new(),
     };
+    let mut kubeconfigs = Vec::new();
     let n = fleets.len();
     for (i, fleet) in fleets.into_iter().enumerate() {
         let name = fleet.cluster.clone();
@@ -306,7 +505,7 @@ pub async fn start(
         let sim = match started {
             Ok(s) => s,
             Err(e) => {
-                members.stop().await;
+                stop_all(running).await;
                 return Err(sim_err(e));
             }
         };
@@ -320,15 +519,20 @@ pub async fn start(
                 Err(e) => Err(e),
             },
             Ok(()) => match apply_cluster(&sim, &control, &traits, i, false).await {
-                Ok(()) => join_pull(&sim, &control, &stop_rx, agent_metrics.clone())
-                    .map(|t| members.agents.push(t)),
+                Ok(()) => {
+                    join_pull(&sim, i, &control, options, agent_metrics.clone()).map(|mut a| {
+                        a.start();
+                        running.agents.push(a);
+                    })
+                }
                 Err(e) => Err(e),
             },
         };
-        members.kubeconfigs.push((name.clone(), path));
-        members.sims.push(sim);
+        kubeconfigs.push((name.clone(), path));
+        running.sims.push(sim);
+        running.down.push(None);
         if let Err(e) = joined {
-            members.stop().await;
+            stop_all(running).await;
             return Err(e);
         }
         tracing::info!(
@@ -337,7 +541,23 @@ pub async fn start(
             "simulated member joined"
         );
     }
+    let mut members = Members {
+        running: Arc::new(tokio::sync::Mutex::new(running)),
+        watcher: None,
+        kubeconfigs,
+    };
+    members.watch_outages(data_dir);
     Ok(members)
+}
+
+/// Stops what started (a start that failed half way).
+async fn stop_all(mut running: Running) {
+    for a in &mut running.agents {
+        a.stop().await;
+    }
+    for s in running.sims {
+        s.stop().await;
+    }
 }
 
 /// The first GPU model of a fleet, shortened for a label value
@@ -406,35 +626,40 @@ fn secret_name(cluster: &str) -> String {
     format!("{cluster}-kubeconfig")
 }
 
-/// An in-process Pull agent for `sim`.
+/// The configuration of the Pull agent of member `name`: Lease renewal
+/// every `renew`, Ready=False after four intervals out of reach (Karmada's
+/// 10 s / 40 s ratio), status looked at every interval.
+fn agent_config(name: &str, api_endpoint: String, renew: Duration) -> AgentConfig {
+    let mut config = AgentConfig::new(name);
+    config.api_endpoint = Some(api_endpoint);
+    config.estimator_addr = Some(([127, 0, 0, 1], 0).into());
+    config.lease_renew_interval = renew;
+    config.member_grace = renew.saturating_mul(4);
+    config.status_interval = renew.min(config.status_interval);
+    config
+}
+
+/// An in-process Pull agent for `sim` (member number `index`), not started.
 fn join_pull(
     sim: &RunningSim,
+    index: usize,
     control: &kube::Client,
-    stop: &watch::Receiver<bool>,
+    options: SimOptions,
     metrics: Option<(AgentMetrics, Arc<EstimatorMetrics>)>,
-) -> Result<tokio::task::JoinHandle<()>, SimClustersError> {
+) -> Result<PullAgent, SimClustersError> {
     let name = sim.name().to_string();
-    let member = sim.client().map_err(|source| SimClustersError::Sim {
+    let client = sim.client().map_err(|source| SimClustersError::Sim {
         name: name.clone(),
         source,
     })?;
-    let mut config = hami_agent::pull::AgentConfig::new(&name);
-    config.api_endpoint = Some(sim.url());
-    config.estimator_addr = Some(([127, 0, 0, 1], 0).into());
-    let (control, stop) = (control.clone(), stop.clone());
-    Ok(tokio::spawn(async move {
-        let ran = match metrics {
-            Some((agent, estimator)) => {
-                Agent::new(config, agent, estimator)
-                    .run(control, member, stop)
-                    .await
-            }
-            None => hami_agent::pull::run(control, member, config, stop).await,
-        };
-        if let Err(e) = ran {
-            tracing::error!(cluster = name, error = %e, "agent could not run");
-        }
-    }))
+    Ok(PullAgent {
+        member: index,
+        control: control.clone(),
+        client,
+        config: agent_config(&name, sim.url(), options.lease_renew_interval),
+        metrics,
+        running: None,
+    })
 }
 
 /// The Push member's kubeconfig in Secret `hami-system/<name>-kubeconfig`
@@ -486,6 +711,29 @@ async fn write_secret(sim: &RunningSim, control: &kube::Client) -> Result<(), Si
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outage_files_say_agent_or_api() {
+        assert_eq!(Outage::parse(""), Some(Outage::Agent));
+        assert_eq!(Outage::parse("agent\n"), Some(Outage::Agent));
+        assert_eq!(Outage::parse(" api "), Some(Outage::Api));
+        assert_eq!(Outage::parse("everything"), None);
+        assert_eq!(
+            outage_file(Path::new("/d"), "member-2"),
+            Path::new("/d/members/member-2.down")
+        );
+    }
+
+    #[test]
+    fn agent_timing_follows_the_renew_interval() {
+        let c = agent_config("member-1", "http://x".into(), Duration::from_millis(500));
+        assert_eq!(c.lease_renew_interval, Duration::from_millis(500));
+        assert_eq!(c.member_grace, Duration::from_secs(2));
+        assert_eq!(c.status_interval, Duration::from_millis(500));
+        let d = agent_config("member-1", "http://x".into(), Duration::from_secs(10));
+        assert_eq!(d.member_grace, Duration::from_secs(40));
+        assert_eq!(d.status_interval, Duration::from_secs(10));
+    }
 
     #[test]
     fn generated_members_differ_in_model_and_capacity() {

@@ -56,6 +56,19 @@ pub struct UpArgs {
     /// move the whole fleet at once).
     #[arg(long, env = "HAMI_EVICTION_RATE", default_value_t = 10.0)]
     pub eviction_rate: f64,
+    /// Time between two descheduler passes (replicas that stay
+    /// unschedulable in a cluster move where they fit); 0 turns it off.
+    #[arg(long, env = "HAMI_DESCHEDULER_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub descheduler_interval: std::time::Duration,
+    /// How long a replica must have been unschedulable before the
+    /// descheduler moves it.
+    #[arg(long, env = "HAMI_DESCHEDULER_UNSCHEDULABLE_THRESHOLD", default_value = "1m", value_parser = parse_duration)]
+    pub descheduler_unschedulable_threshold: std::time::Duration,
+    /// How often the simulated Pull agents renew their Lease (it lasts four
+    /// intervals; out of reach of their member for four intervals they
+    /// report Ready=False).
+    #[arg(long, env = "HAMI_SIM_LEASE_RENEW", default_value = "10s", value_parser = parse_positive_duration)]
+    pub sim_lease_renew: std::time::Duration,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -158,6 +171,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 rate: args.eviction_rate,
                 burst: eviction_burst(args.eviction_rate),
             },
+            descheduler: crate::controllers::descheduler::DeschedulerOptions {
+                interval: args.descheduler_interval,
+                unschedulable_threshold: args.descheduler_unschedulable_threshold,
+                ..Default::default()
+            },
         };
         controllers =
             crate::controllers::start(server.state().clone(), m, push, failover, stopped.clone())
@@ -176,7 +194,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     outln!("  export KUBECONFIG={}", kubeconfig_path.display());
     outln!("  kubectl get namespaces");
     let members = if args.sim_clusters > 0 {
-        let members = simclusters::start(fleets, &url, &args.data_dir, agent_metrics)
+        let options = simclusters::SimOptions {
+            lease_renew_interval: args.sim_lease_renew,
+        };
+        let members = simclusters::start(fleets, &url, &args.data_dir, options, agent_metrics)
             .await
             .context("start the simulated clusters")?;
         print_members(&members, &kubeconfig_path)?;
@@ -232,6 +253,14 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
         _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    }
+}
+
+/// [`parse_duration`], more than zero.
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: must be more than zero")),
+        d => Ok(d),
     }
 }
 

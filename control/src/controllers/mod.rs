@@ -17,12 +17,18 @@
 //! * [`eviction`]: untolerated NoExecute taints → graceful eviction tasks
 //!   (the binding leaves the cluster; its old Work stays until the
 //!   replacements are ready), rate-limited.
+//! * [`descheduler`]: replicas that stay unschedulable in a cluster are
+//!   taken from it, for the scheduler to place where they fit.
+//! * [`events`]: Kubernetes Events for eviction, failover and descheduling
+//!   decisions.
 //!
 //! Shared pieces: [`feed`] (store watch → index updates), [`queue`] (keys
 //! with dedup and per-key backoff), [`runner`] (the batched reconcile loop).
 
 pub mod binding;
+pub mod descheduler;
 pub mod detector;
+pub mod events;
 pub mod eviction;
 pub mod feed;
 pub mod health;
@@ -51,6 +57,8 @@ pub struct ControllerMetrics {
     pub push: push::PushMetrics,
     pub health: health::HealthMetrics,
     pub eviction: eviction::EvictionMetrics,
+    pub descheduler: descheduler::DeschedulerMetrics,
+    pub events: events::EventMetrics,
 }
 
 impl ControllerMetrics {
@@ -63,6 +71,8 @@ impl ControllerMetrics {
             push: push::PushMetrics::register(registry),
             health: health::HealthMetrics::register(registry),
             eviction: eviction::EvictionMetrics::register(registry),
+            descheduler: descheduler::DeschedulerMetrics::register(registry),
+            events: events::EventMetrics::register(registry),
         }
     }
 }
@@ -72,6 +82,7 @@ impl ControllerMetrics {
 pub struct FailoverOptions {
     pub health: health::HealthOptions,
     pub eviction: eviction::EvictionOptions,
+    pub descheduler: descheduler::DeschedulerOptions,
 }
 
 /// Starts the detector, the scheduler, the binding controller, status
@@ -85,17 +96,21 @@ pub fn start(
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ObjectError> {
     let objects = Objects::new(state);
-    Ok(vec![
+    let (events, events_task) = events::spawn(objects.clone(), metrics.events, stop.clone())?;
+    let mut tasks = vec![
+        events_task,
         health::spawn(
             objects.clone(),
             metrics.health,
             failover.health,
+            events.clone(),
             stop.clone(),
         )?,
         eviction::spawn(
             objects.clone(),
             metrics.eviction,
             failover.eviction,
+            events.clone(),
             stop.clone(),
         )?,
         detector::spawn(objects.clone(), metrics.detector, stop.clone())?,
@@ -103,10 +118,18 @@ pub fn start(
         status::spawn(objects.clone(), metrics.status, stop.clone())?,
         push::spawn(objects.clone(), metrics.push, push, stop.clone())?,
         scheduler::spawn(
-            objects,
+            objects.clone(),
             metrics.scheduler,
             scheduler::SchedulerConfig::default(),
-            stop,
+            stop.clone(),
         )?,
-    ])
+    ];
+    tasks.extend(descheduler::spawn(
+        objects,
+        metrics.descheduler,
+        failover.descheduler,
+        events,
+        stop,
+    )?);
+    Ok(tasks)
 }

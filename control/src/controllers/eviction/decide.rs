@@ -157,6 +157,25 @@ pub fn evicted_spec(
     next
 }
 
+/// Event reason of an eviction (Karmada's taint manager says the same).
+pub const EVENT_EVICTING: &str = "EvictWorkloadFromCluster";
+
+/// The Event message of leaving `cluster` because of `taint`.
+pub fn eviction_message(cluster: &str, taint: &Taint, purge: PurgeSettings) -> String {
+    let end = match purge.purge_mode {
+        PurgeMode::Gracefully => format!(
+            "the old copy stays until the replacements are ready or {} s pass",
+            purge.grace_period_seconds
+        ),
+        PurgeMode::Directly => "the old copy is removed at once".to_string(),
+        PurgeMode::Never => "the old copy stays until the task is removed by hand".to_string(),
+    };
+    format!(
+        "leaving cluster {cluster}: taint {} is not tolerated; replacements go to other clusters, {end}",
+        hami_placement::filter::taint::describe(taint)
+    )
+}
+
 /// Why a task is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Done {
@@ -166,6 +185,77 @@ pub enum Done {
     Ready,
     /// gracePeriodSeconds passed since the task was created.
     GraceElapsed,
+}
+
+/// The binding condition that says how the last eviction task ended.
+pub const CONDITION_GRACEFUL_EVICTION: &str = "GracefulEviction";
+
+/// How a finished task is reported: the condition's status, reason and
+/// message, and the Event's reason and type (a grace period that ran out
+/// is a warning: the old copy went before its replacements were ready).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// Condition status True (a clean end) or False (forced by the grace period).
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Condition and Event reason: the replacements were ready.
+pub const REASON_REPLACEMENTS_READY: &str = "ReplacementsReady";
+/// Condition and Event reason: purgeMode Directly.
+pub const REASON_PURGED_DIRECTLY: &str = "PurgedDirectly";
+/// Condition and Event reason: the grace period passed first.
+pub const REASON_GRACE_ELAPSED: &str = "GracePeriodElapsed";
+
+/// What to say about `task` ending with `done`; `ready` of `wanted`
+/// replicas were ready in the remaining clusters (kinds without replicas:
+/// `wanted` 0).
+pub fn finished(task: &GracefulEvictionTask, done: Done, ready: i64, wanted: i32) -> Finished {
+    let cluster = &task.from_cluster;
+    let ready_text = format!("{ready} of {wanted} replicas ready in the remaining clusters");
+    match done {
+        Done::Ready => Finished {
+            ok: true,
+            reason: REASON_REPLACEMENTS_READY,
+            message: if wanted > 0 {
+                format!("the old copy in cluster {cluster} was removed: {ready_text}")
+            } else {
+                format!(
+                    "the old copy in cluster {cluster} was removed: the remaining clusters report the resource healthy"
+                )
+            },
+        },
+        Done::Directly => Finished {
+            ok: true,
+            reason: REASON_PURGED_DIRECTLY,
+            message: format!(
+                "the old copy in cluster {cluster} was removed at once (purgeMode Directly)"
+            ),
+        },
+        Done::GraceElapsed => Finished {
+            ok: false,
+            reason: REASON_GRACE_ELAPSED,
+            message: format!(
+                "the old copy in cluster {cluster} was removed after the {} s grace period although the replacements were not ready ({})",
+                task.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS),
+                if wanted > 0 {
+                    ready_text
+                } else {
+                    "not every remaining cluster reports the resource healthy".to_string()
+                }
+            ),
+        },
+    }
+}
+
+/// Ready replicas in the binding's target clusters (the replacements).
+pub fn ready_in_targets(spec: &ResourceBindingSpec, status: &[AggregatedStatusItem]) -> i64 {
+    status
+        .iter()
+        .filter(|i| spec.clusters.iter().any(|t| t.name == i.cluster_name))
+        .map(ready_replicas)
+        .sum()
 }
 
 /// Ready replicas of a Deployment-like status.
@@ -184,11 +274,8 @@ pub fn replacements_ready(spec: &ResourceBindingSpec, status: &[AggregatedStatus
     if spec.clusters.is_empty() {
         return false;
     }
-    let remaining =
-        |i: &&AggregatedStatusItem| spec.clusters.iter().any(|t| t.name == i.cluster_name);
     if spec.replicas > 0 {
-        let ready: i64 = status.iter().filter(remaining).map(ready_replicas).sum();
-        return ready >= i64::from(spec.replicas);
+        return ready_in_targets(spec, status) >= i64::from(spec.replicas);
     }
     spec.clusters.iter().all(|t| {
         status.iter().any(|i| {

@@ -215,3 +215,42 @@ fn kinds_without_replicas_wait_for_healthy_everywhere() {
     s.clusters.clear();
     assert!(!replacements_ready(&s, &[]), "nowhere to run is not ready");
 }
+
+#[test]
+fn a_finished_task_says_why_and_how_ready_the_replacements_were() {
+    let s = spec(&[("a", 2), ("c", 2)], vec![]);
+    let status = [ready("a", 2), ready("c", 0), ready("b", 2)];
+    let readyish = ready_in_targets(&s, &status);
+    assert_eq!(readyish, 2, "the old cluster b does not count");
+    let forced = finished(
+        &task(PurgeMode::Gracefully, 0, 30),
+        Done::GraceElapsed,
+        readyish,
+        s.replicas,
+    );
+    assert!(!forced.ok);
+    assert_eq!(forced.reason, REASON_GRACE_ELAPSED);
+    assert!(
+        forced.message.contains("after the 30 s grace period")
+            && forced.message.contains("2 of 4 replicas ready"),
+        "{}",
+        forced.message
+    );
+    let clean = finished(&task(PurgeMode::Gracefully, 0, 30), Done::Ready, 4, 4);
+    assert!(clean.ok);
+    assert_eq!(clean.reason, REASON_REPLACEMENTS_READY);
+    assert!(clean.message.contains("cluster b"), "{}", clean.message);
+    let direct = finished(&task(PurgeMode::Directly, 0, 30), Done::Directly, 0, 4);
+    assert_eq!(direct.reason, REASON_PURGED_DIRECTLY);
+    let no_replicas = finished(
+        &task(PurgeMode::Gracefully, 0, 30),
+        Done::GraceElapsed,
+        0,
+        0,
+    );
+    assert!(
+        no_replicas.message.contains("healthy"),
+        "{}",
+        no_replicas.message
+    );
+}

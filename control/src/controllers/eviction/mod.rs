@@ -43,11 +43,13 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::detector::{LABEL_CPP_NAME, LABEL_PP_NAME, LABEL_PP_NAMESPACE};
+use super::events::{EventRecorder, EventType, Involved};
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
-use decide::{Done, Eviction, PurgeSettings, TokenBucket};
+use super::status::aggregate::set_condition;
+use decide::{Done, Eviction, Finished, PurgeSettings, TokenBucket};
 
 /// Failover settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -173,6 +175,7 @@ struct Shared {
     queue: WorkQueue,
     bucket: Mutex<TokenBucket>,
     metrics: EvictionMetrics,
+    events: EventRecorder,
 }
 
 /// Starts the failover controller; it runs until `stop` turns true.
@@ -180,6 +183,7 @@ pub fn spawn(
     objects: Objects,
     metrics: EvictionMetrics,
     options: EvictionOptions,
+    events: EventRecorder,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
     let (rb, crb) = objects.binding_kinds()?;
@@ -200,6 +204,7 @@ pub fn spawn(
         queue: WorkQueue::new(),
         bucket: Mutex::new(TokenBucket::new(options.rate, options.burst)),
         metrics,
+        events,
     });
     feed::spawn(
         shared.objects.store(),
@@ -268,6 +273,27 @@ fn no_execute_taints(cluster: &Cluster, known: Option<&Vec<Taint>>, now: Timesta
             t
         })
         .collect()
+}
+
+/// Sets the binding's `GracefulEviction` condition to what `f` says.
+fn set_eviction_condition(binding: &mut Value, f: &Finished) {
+    if !binding.get("status").is_some_and(Value::is_object) {
+        binding["status"] = serde_json::json!({});
+    }
+    let mut conditions: Vec<Value> = binding["status"]
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    set_condition(
+        &mut conditions,
+        decide::CONDITION_GRACEFUL_EVICTION,
+        f.ok,
+        f.reason,
+        &f.message,
+        &hami_apiserver::meta::now_rfc3339(),
+    );
+    binding["status"]["conditions"] = Value::Array(conditions);
 }
 
 impl Shared {
@@ -433,7 +459,8 @@ impl Shared {
             .and_then(|s| serde_json::from_value(s.clone()).ok())
             .unwrap_or_default();
         let mut next = spec.clone();
-        let mut finished: Vec<(&'static str, String)> = Vec::new();
+        let mut finished: Vec<(&'static str, Finished)> = Vec::new();
+        let ready = decide::ready_in_targets(&spec, &status.aggregated_status);
         let mut wake: Option<Timestamp> = None;
         next.graceful_eviction_tasks.retain(|task| {
             match decide::task_done(task, &spec, &status.aggregated_status, now) {
@@ -443,7 +470,7 @@ impl Shared {
                         Done::GraceElapsed => "grace_elapsed",
                         Done::Directly => "directly",
                     };
-                    finished.push((reason, task.from_cluster.clone()));
+                    finished.push((reason, decide::finished(task, done, ready, spec.replicas)));
                     false
                 }
                 Err(at) => {
@@ -455,7 +482,8 @@ impl Shared {
             }
         });
         let taints = self.index.read().taints.clone();
-        let mut evicted: Vec<String> = Vec::new();
+        let mut evicted: Vec<(String, Taint)> = Vec::new();
+        let mut purge = PurgeSettings::default();
         match decide::evictions(&next, &taints, now) {
             Eviction::None => {}
             Eviction::Later(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
@@ -463,9 +491,9 @@ impl Shared {
                 let taken = self.bucket.lock().take(now);
                 match taken {
                     Ok(()) => {
-                        let purge = self.purge_settings(&stored.object);
+                        purge = self.purge_settings(&stored.object);
                         next = decide::evicted_spec(&next, &leave, purge, now);
-                        evicted = leave.into_iter().map(|(c, _)| c).collect();
+                        evicted = leave;
                     }
                     Err(wait) => {
                         self.metrics.rate_limited.inc();
@@ -489,10 +517,26 @@ impl Shared {
         new["spec"] = serde_json::to_value(&next).map_err(|e| {
             ObjectError::Api(Box::new(hami_apiserver::ApiError::internal(e.to_string())))
         })?;
+        // The binding says how the last task ended (a forced end first).
+        let said = finished
+            .iter()
+            .map(|(_, f)| f)
+            .find(|f| !f.ok)
+            .or_else(|| finished.last().map(|(_, f)| f));
+        if let Some(f) = said {
+            set_eviction_condition(&mut new, f);
+        }
         self.objects
             .write(kind, ns, name, &stored, new, |_| {})
             .await?;
-        for cluster in &evicted {
+        let binding = Involved::of(&stored.object);
+        let template = Involved::template(&spec.resource);
+        let tell = |type_: EventType, reason: &str, message: &str| {
+            for o in binding.iter().chain([&template]) {
+                self.events.record(o, type_, reason, message);
+            }
+        };
+        for (cluster, taint) in &evicted {
             self.metrics
                 .evictions
                 .get_or_create(&ReasonLabel {
@@ -504,18 +548,29 @@ impl Shared {
                 cluster,
                 "failover: evicting (untolerated NoExecute taint)"
             );
+            tell(
+                EventType::Warning,
+                decide::EVENT_EVICTING,
+                &decide::eviction_message(cluster, taint, purge),
+            );
         }
-        for (reason, cluster) in finished {
+        for (reason, f) in finished {
             self.metrics
                 .finished
                 .get_or_create(&ReasonLabel { reason })
                 .inc();
             tracing::info!(
                 binding = key,
-                cluster,
                 reason,
+                message = f.message,
                 "failover: eviction task finished"
             );
+            let type_ = if f.ok {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            tell(type_, f.reason, &f.message);
         }
         Ok("changed")
     }

@@ -218,6 +218,47 @@ pub fn decide(
     Some(Desired { conditions, taints })
 }
 
+/// The Event of a health change written with `taints`: its type, reason
+/// and message.
+pub fn event(
+    health: Health,
+    taints: &[Taint],
+) -> (crate::controllers::events::EventType, &'static str, String) {
+    use crate::controllers::events::EventType;
+    let list = |key: &str| {
+        let effects: Vec<&str> = taints
+            .iter()
+            .filter(|t| t.key == key && t.time_added.is_some())
+            .map(|t| t.effect.as_str())
+            .collect();
+        format!("{key}:{}", effects.join(","))
+    };
+    match health {
+        Health::Unreachable => (
+            EventType::Warning,
+            "ClusterUnreachable",
+            format!(
+                "the cluster agent stopped renewing its Lease; tainted {}",
+                list(TAINT_UNREACHABLE)
+            ),
+        ),
+        Health::NotReady => (
+            EventType::Warning,
+            "ClusterNotReady",
+            format!(
+                "the cluster agent reports Ready=False; tainted {}",
+                list(TAINT_NOT_READY)
+            ),
+        ),
+        Health::Healthy => (
+            EventType::Normal,
+            "ClusterHealthy",
+            "the cluster agent renews its Lease and reports Ready; the health taints are removed"
+                .to_string(),
+        ),
+    }
+}
+
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;

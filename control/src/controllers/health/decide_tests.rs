@@ -247,3 +247,28 @@ fn lapsed_lease_keeps_an_agent_reported_false() {
         ("False", "MemberUnreachable")
     );
 }
+
+#[test]
+fn events_name_the_verdict_and_our_taints() {
+    let c = cluster(
+        vec![Taint {
+            key: "dedicated".into(),
+            effect: "NoSchedule".into(),
+            ..Taint::default()
+        }],
+        None,
+    );
+    let opts = HealthOptions {
+        no_execute: true,
+        ..HealthOptions::default()
+    };
+    let d = decide(&c, Some(&lease()), t(81), &opts).unwrap();
+    let (type_, reason, message) = event(Health::Unreachable, &d.taints);
+    assert_eq!(type_, crate::controllers::events::EventType::Warning);
+    assert_eq!(reason, "ClusterUnreachable");
+    assert!(
+        message.ends_with("cluster.hami.io/unreachable:NoSchedule,NoExecute"),
+        "{message}"
+    );
+    assert_eq!(event(Health::Healthy, &[]).1, "ClusterHealthy");
+}

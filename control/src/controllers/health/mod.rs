@@ -28,6 +28,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, watch};
 
+use super::events::{EventRecorder, Involved};
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects};
 pub use decide::{Desired, Health, HealthOptions, LeaseView};
@@ -89,6 +90,7 @@ struct Shared {
     changed: Notify,
     metrics: HealthMetrics,
     options: HealthOptions,
+    events: EventRecorder,
     /// When this controller started (see [`LeaseView::seen_since`]).
     started: Timestamp,
 }
@@ -98,6 +100,7 @@ pub fn spawn(
     objects: Objects,
     metrics: HealthMetrics,
     options: HealthOptions,
+    events: EventRecorder,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
     let cluster = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
@@ -111,6 +114,7 @@ pub fn spawn(
         changed: Notify::new(),
         metrics,
         options,
+        events,
         started: Timestamp::now(),
     });
     feed::spawn(
@@ -292,7 +296,21 @@ impl Shared {
             Health::NotReady => "not_ready",
             Health::Unreachable => "unreachable",
         };
-        tracing::info!(cluster = name, health = label, taints = ?desired.taints.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect::<Vec<_>>(), "cluster health changed");
+        let taints: Vec<String> = desired
+            .taints
+            .iter()
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect();
+        tracing::info!(
+            cluster = name,
+            health = label,
+            ?taints,
+            "cluster health changed"
+        );
+        if let Some(involved) = Involved::of(&stored.object) {
+            let (type_, reason, message) = decide::event(health, &desired.taints);
+            self.events.record(&involved, type_, reason, message);
+        }
         self.metrics
             .writes
             .get_or_create(&HealthLabel { health: label })
