@@ -102,7 +102,12 @@ pub struct ClusterQuotaStatus {
     /// Hard limits in that cluster.
     #[serde(default, skip_serializing_if = "ResourceList::is_empty")]
     pub hard: ResourceList,
-    /// Usage in that cluster.
+    /// Usage in that cluster as hami accounts it (what admission counts).
     #[serde(default, skip_serializing_if = "ResourceList::is_empty")]
     pub used: ResourceList,
+    /// Usage the member cluster's own ResourceQuota reports (clusters with a
+    /// static assignment; the member counts the pods it runs, so this lags
+    /// `used` while replicas start or stop).
+    #[serde(default, skip_serializing_if = "ResourceList::is_empty")]
+    pub member_used: ResourceList,
 }

@@ -278,6 +278,24 @@ impl QuotaLedger {
         Ok(delta)
     }
 
+    /// Records what binding `key` holds now (`None`: nothing), with no limit
+    /// check: the store already holds it (a watch event; what is placed is
+    /// placed). Answers whether some line went down, so that waiting
+    /// bindings may be tried again.
+    pub fn set_charge(&mut self, key: &str, new: Option<Charge>) -> Result<bool, LedgerError> {
+        let delta = Delta {
+            key: key.to_string(),
+            old: self.charges.get(key).cloned(),
+            new,
+        };
+        if delta.old == delta.new {
+            return Ok(false);
+        }
+        let freed = delta.frees_quota();
+        self.apply(delta)?;
+        Ok(freed)
+    }
+
     fn apply(&mut self, delta: Delta) -> Result<(), LedgerError> {
         let mut used = self.used.clone();
         let mut by_cluster = self.used_by_cluster.clone();

@@ -13,6 +13,11 @@
 //!   binding; `check` / `commit` / `admit`, `remaining_for`, `recompute`.
 //! - [`status`]: [`build_status`], `status.overall`, `overallUsed`,
 //!   `aggregatedStatus` and the unknown-cluster condition.
+//! - [`book`]: [`QuotaBook`], every quota with the bindings it counts, fed
+//!   by watch events; the scheduler's reservations (`reserve` / `confirm` /
+//!   `cancel`) and capacity (`room`).
+//! - [`member`]: the plain ResourceQuota a static assignment becomes in its
+//!   member cluster, and how its `status.used` reads back.
 //!
 //! # Wiring (for the controllers and the scheduler)
 //!
@@ -43,14 +48,17 @@
 
 pub mod accounting;
 pub mod amounts;
+pub mod book;
 pub mod ledger;
+pub mod member;
 pub mod models;
 pub mod request;
 pub mod status;
 
 pub use accounting::{Accountant, AccountingError, Assignment, Charge};
 pub use amounts::{AmountError, Amounts};
+pub use book::{Outcome, QuotaBook, Refusal, State, Uncounted};
 pub use ledger::{Delta, LedgerError, QuotaExceeded, QuotaLedger, QuotaLimits, recompute};
 pub use models::GpuModels;
 pub use request::{GpuDemand, ReplicaRequest, RequestError};
-pub use status::build_status;
+pub use status::{add_member_used, build_status};

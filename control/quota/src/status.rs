@@ -3,7 +3,9 @@
 //! and a condition that reports static assignments naming unknown clusters
 //! (accepted by validation, enforced once the cluster registers).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use hami_api::common::ResourceList;
 
 use hami_api::quota::{
     ClusterQuotaStatus, FederatedResourceQuotaSpec, FederatedResourceQuotaStatus,
@@ -49,6 +51,7 @@ pub fn build_status(
                 .map(|a| a.hard.clone())
                 .unwrap_or_default(),
             used: ledger.used_in(c).to_resource_list(names()),
+            member_used: ResourceList::new(),
         })
         .collect();
 
@@ -105,6 +108,27 @@ pub fn build_status(
             .to_resource_list(spec.overall.keys().map(String::as_str)),
         aggregated_status,
         conditions,
+    }
+}
+
+/// Fills `aggregatedStatus[].memberUsed` from what the members' own
+/// ResourceQuotas report (`reported`: cluster → `status.used`, in the
+/// member's names), for clusters with a static assignment.
+pub fn add_member_used(
+    status: &mut FederatedResourceQuotaStatus,
+    spec: &FederatedResourceQuotaSpec,
+    reported: &BTreeMap<String, ResourceList>,
+) {
+    for line in &mut status.aggregated_status {
+        let hard = spec
+            .static_assignments
+            .iter()
+            .find(|a| a.cluster_name == line.cluster_name)
+            .map(|a| &a.hard);
+        line.member_used = match (hard, reported.get(&line.cluster_name)) {
+            (Some(hard), Some(used)) => crate::member::used_from_member(hard, used),
+            _ => ResourceList::new(),
+        };
     }
 }
 
@@ -210,5 +234,33 @@ mod tests {
         assert_eq!(fixed.conditions.len(), 1);
         assert_eq!(fixed.conditions[0].status, "True");
         assert_eq!(fixed.conditions[0].last_transition_time, t1);
+
+        // The member's own ResourceQuota reports in its names.
+        let mut with_member = fixed.clone();
+        let reported = BTreeMap::from([
+            (
+                "east".to_string(),
+                list(&[("requests.nvidia.com/gpu", "1"), ("pods", "1")]),
+            ),
+            (
+                "west".to_string(),
+                list(&[("requests.nvidia.com/gpu", "3")]),
+            ),
+        ]);
+        add_member_used(&mut with_member, &spec, &reported);
+        let member: Vec<(&str, &ResourceList)> = with_member
+            .aggregated_status
+            .iter()
+            .map(|l| (l.cluster_name.as_str(), &l.member_used))
+            .collect();
+        assert_eq!(
+            member,
+            vec![
+                ("east", &list(&[("nvidia.com/gpu", "1")])),
+                ("ghost", &list(&[])),
+                // No static assignment in west: hami delivers no quota there.
+                ("west", &list(&[])),
+            ]
+        );
     }
 }
