@@ -8,7 +8,9 @@
 //!   taint `cluster.hami.io/unreachable`
 //!   with effect NoSchedule, and NoExecute too when the operator enabled it.
 //! * Lease fresh but the agent reports Ready=False: taint
-//!   `cluster.hami.io/not-ready` likewise.
+//!   `cluster.hami.io/not-ready` likewise — unless the Lease was renewed
+//!   after that False was written (the agent renews only while it reaches
+//!   its member, so the False is stale and True is on its way).
 //! * Healthy: only the taints this controller added go (those with its keys
 //!   and `timeAdded` set); a user's taints, even with the same key, stay.
 //!   A Ready=Unknown this controller wrote turns True again (the agent
@@ -60,8 +62,11 @@ impl Default for HealthOptions {
 /// What the controller reads of a Lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseView {
+    /// When the Lease counts as renewed (see [`LeaseView::seen_since`]).
     pub renew_time: Timestamp,
     pub duration: Duration,
+    /// The Lease's own renewTime, which [`LeaseView::seen_since`] leaves.
+    pub renewed: Timestamp,
 }
 
 impl LeaseView {
@@ -117,11 +122,21 @@ pub fn health(
     }
     let ready = ready_condition(cluster);
     match ready.map(|c| (c.status.as_str(), c.reason.as_str())) {
+        // The agent renews only while it reaches its member, so a renewal
+        // after its Ready=False says the False is stale (the agent is about
+        // to write True): calling it not-ready in between would swap the
+        // unreachable taints for not-ready ones (a fresh NoExecute) at
+        // every recovery.
+        Some(("False", _)) if lease.is_some_and(|l| false_is_stale(ready, l)) => Health::Healthy,
         Some(("False", _)) => Health::NotReady,
         // Our own Unknown with no Lease to say otherwise stays as it is.
         Some(("Unknown", REASON_UNKNOWN)) if lease.is_none() => Health::Unreachable,
         _ => Health::Healthy,
     }
+}
+
+fn false_is_stale(ready: Option<&Condition>, lease: &LeaseView) -> bool {
+    ready.is_some_and(|c| c.last_transition_time.0 < lease.renewed)
 }
 
 fn ready_condition(cluster: &Cluster) -> Option<&Condition> {

@@ -58,6 +58,7 @@ fn lease() -> LeaseView {
     LeaseView {
         renew_time: t(0),
         duration: Duration::from_secs(40),
+        renewed: t(0),
     }
 }
 
@@ -271,4 +272,44 @@ fn events_name_the_verdict_and_our_taints() {
         "{message}"
     );
     assert_eq!(event(Health::Healthy, &[]).1, "ClusterHealthy");
+}
+
+#[test]
+fn a_renewal_after_the_agents_false_makes_it_stale() {
+    // The agent said Ready=False at 0 (member out of reach) and the Lease
+    // lapsed; now the member answers again: the agent renews at 120 and
+    // writes Ready=True a moment later. In between, the cluster is judged
+    // healthy, not not-ready: no fresh NoExecute taint at recovery.
+    let opts = HealthOptions {
+        no_execute: true,
+        ..HealthOptions::default()
+    };
+    let c = cluster(
+        vec![
+            our_taint(TAINT_UNREACHABLE, "NoSchedule", 81),
+            our_taint(TAINT_UNREACHABLE, "NoExecute", 81),
+        ],
+        Some(ready("False", "MemberUnreachable")),
+    );
+    let renewed = LeaseView {
+        renew_time: t(120),
+        renewed: t(120),
+        ..lease()
+    };
+    assert_eq!(health(&c, Some(&renewed), t(121), &opts), Health::Healthy);
+    let d = decide(&c, Some(&renewed), t(121), &opts).unwrap();
+    assert!(d.taints.is_empty(), "{:?}", keys(&d.taints));
+    // A False newer than the last renewal still counts.
+    let mut newer = c.clone();
+    newer.status.as_mut().unwrap().conditions[0].last_transition_time = Time(t(130));
+    assert_eq!(
+        health(&newer, Some(&renewed), t(131), &opts),
+        Health::NotReady
+    );
+    // A renewal counted from a controller restart is not a renewal.
+    let restarted = lease().seen_since(t(120));
+    assert_eq!(
+        health(&c, Some(&restarted), t(121), &opts),
+        Health::NotReady
+    );
 }

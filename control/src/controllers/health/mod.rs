@@ -159,9 +159,11 @@ fn slim(mut c: Cluster) -> Cluster {
 fn lease_view(kv: &KeyValue) -> Option<LeaseView> {
     let lease: Lease = serde_json::from_slice(&kv.value).ok()?;
     let spec = lease.spec?;
+    let renewed = spec.renew_time?.0;
     Some(LeaseView {
-        renew_time: spec.renew_time?.0,
+        renew_time: renewed,
         duration: Duration::from_secs(u64::try_from(spec.lease_duration_seconds?).ok()?),
+        renewed,
     })
 }
 
