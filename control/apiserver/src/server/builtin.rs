@@ -1,7 +1,7 @@
 //! The built-in Kubernetes kinds hami serves, with Kubernetes' short names and
 //! categories, and OpenAPI v3 schemas generated from k8s-openapi's types.
 
-use k8s_openapi::api::{apps, batch, coordination, core};
+use k8s_openapi::api::{apps, batch, coordination, core, rbac};
 use k8s_openapi::schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::Value;
 
@@ -269,6 +269,60 @@ pub fn kinds() -> Vec<ResourceKind> {
             },
             openapi_schema::<coordination::v1::Lease>(),
             vec![column("Holder", "string", ".spec.holderIdentity")],
+        ),
+        // RBAC objects are stored and served (Helm charts carry them); the
+        // server does not authorize requests by them yet.
+        build(
+            Spec {
+                group: "rbac.authorization.k8s.io",
+                kind: "Role",
+                plural: "roles",
+                short_names: &[],
+                all: false,
+                namespaced: true,
+                status: false,
+            },
+            openapi_schema::<rbac::v1::Role>(),
+            Vec::new(),
+        ),
+        build(
+            Spec {
+                group: "rbac.authorization.k8s.io",
+                kind: "RoleBinding",
+                plural: "rolebindings",
+                short_names: &[],
+                all: false,
+                namespaced: true,
+                status: false,
+            },
+            openapi_schema::<rbac::v1::RoleBinding>(),
+            vec![column("Role", "string", ".roleRef.name")],
+        ),
+        build(
+            Spec {
+                group: "rbac.authorization.k8s.io",
+                kind: "ClusterRole",
+                plural: "clusterroles",
+                short_names: &[],
+                all: false,
+                namespaced: false,
+                status: false,
+            },
+            openapi_schema::<rbac::v1::ClusterRole>(),
+            Vec::new(),
+        ),
+        build(
+            Spec {
+                group: "rbac.authorization.k8s.io",
+                kind: "ClusterRoleBinding",
+                plural: "clusterrolebindings",
+                short_names: &[],
+                all: false,
+                namespaced: false,
+                status: false,
+            },
+            openapi_schema::<rbac::v1::ClusterRoleBinding>(),
+            vec![column("Role", "string", ".roleRef.name")],
         ),
     ]
 }

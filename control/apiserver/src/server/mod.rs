@@ -14,6 +14,7 @@ pub mod meta;
 pub mod metrics;
 pub mod objects;
 mod patching;
+pub mod protobuf;
 mod read;
 pub mod registry;
 pub mod request;

@@ -394,7 +394,15 @@ mod tests {
         assert!(!r.lookup("", "v1", "namespaces").unwrap().namespaced);
         assert!(r.by_gvk("batch/v1", "Job").is_some());
         let groups: Vec<String> = r.groups().into_iter().map(|g| g.name).collect();
-        assert_eq!(groups, vec!["apps", "batch", "coordination.k8s.io"]);
+        assert_eq!(
+            groups,
+            vec![
+                "apps",
+                "batch",
+                "coordination.k8s.io",
+                "rbac.authorization.k8s.io"
+            ]
+        );
         let mut dup = r.clone();
         let pods = r.lookup("", "v1", "pods").unwrap().as_ref().clone();
         assert!(dup.add(pods).is_err());

@@ -220,10 +220,15 @@ pub fn decode_object(body: &[u8], media_type: &str) -> Result<Value, ApiError> {
 /// Decodes any JSON or YAML value.
 pub fn decode_value(body: &[u8], media_type: &str) -> Result<Value, ApiError> {
     if media_type.contains("protobuf") {
-        return Err(ApiError::UnsupportedMediaType {
-            message: format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {media_type})"
-            ),
+        return super::protobuf::decode(body).map_err(|e| match e {
+            super::protobuf::ProtobufError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            super::protobuf::ProtobufError::UnsupportedKind(_) => {
+                ApiError::UnsupportedMediaType {
+                    message: format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {media_type}): {e}"
+                    ),
+                }
+            }
         });
     }
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -361,8 +366,16 @@ mod tests {
             400
         );
         assert_eq!(decode_object(b"{", "").unwrap_err().code(), 400);
+        // Protobuf: only the kinds of `protobuf.rs`; others 415, garbage 400.
         assert_eq!(
             decode_object(b"x", "application/vnd.kubernetes.protobuf")
+                .unwrap_err()
+                .code(),
+            400
+        );
+        let deployment = b"k8s\0\x0a\x15\x0a\x07apps/v1\x12\x0aDeployment";
+        assert_eq!(
+            decode_object(deployment, "application/vnd.kubernetes.protobuf")
                 .unwrap_err()
                 .code(),
             415
