@@ -28,13 +28,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{Hami, kubectl, repo_root};
 
-/// GET `path` from `addr` over plain HTTP/1.1; the body of a 200.
+/// GET `path` from `addr` over plain HTTP/1.1 asking for OpenMetrics (whose
+/// `# TYPE` lines name families, as the registry does); the body of a 200.
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut buf = String::new();

@@ -86,21 +86,14 @@ async fn ready(AxumState(state): AxumState<Arc<State>>) -> Response {
     "ok".into_response()
 }
 
-async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
+/// OpenMetrics for Prometheus (which asks for it), else the Prometheus text
+/// format (`promtool check metrics`, curl).
+async fn metrics(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> Response {
     state
         .metrics
         .store_revision
         .set(state.store.current_revision());
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.metric_registry) {
-        return ApiError::internal(e.to_string()).into_response();
-    }
-    let mut response = text.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    response
+    hami_telemetry::negotiated_metrics_response(&state.metric_registry, &headers)
 }
 
 async fn dispatch(
