@@ -173,6 +173,21 @@ pub fn kinds() -> Vec<ResourceKind> {
                 column("Message", "string", ".message"),
             ],
         ),
+        // The member clusters' own quota: hami delivers a FederatedResourceQuota's
+        // static assignments as ResourceQuotas (the simulator fills status).
+        build(
+            Spec {
+                group: "",
+                kind: "ResourceQuota",
+                plural: "resourcequotas",
+                short_names: &["quota"],
+                all: false,
+                namespaced: true,
+                status: true,
+            },
+            openapi_schema::<core::v1::ResourceQuota>(),
+            Vec::new(),
+        ),
         build(
             Spec {
                 group: "",

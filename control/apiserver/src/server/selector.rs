@@ -1,5 +1,6 @@
 //! Label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!`exists) and
-//! field selectors on `metadata.name` and `metadata.namespace`.
+//! field selectors on `metadata.name`, `metadata.namespace` and the Event fields
+//! (`involvedObject.*`, `reason`, `type`, `source`, `reportingComponent`).
 
 use std::collections::BTreeMap;
 
@@ -170,9 +171,31 @@ struct FieldRequirement {
 enum Field {
     Name,
     Namespace,
+    /// One of Kubernetes' Event field selectors (what `kubectl describe`
+    /// asks for), by its JSON pointer; a missing value reads as "".
+    Event(&'static str),
 }
 
-/// A parsed field selector over `metadata.name` / `metadata.namespace`.
+/// Kubernetes' Event field labels and where they are in the object.
+const EVENT_FIELDS: [(&str, &str); 11] = [
+    ("involvedObject.kind", "/involvedObject/kind"),
+    ("involvedObject.namespace", "/involvedObject/namespace"),
+    ("involvedObject.name", "/involvedObject/name"),
+    ("involvedObject.uid", "/involvedObject/uid"),
+    ("involvedObject.apiVersion", "/involvedObject/apiVersion"),
+    (
+        "involvedObject.resourceVersion",
+        "/involvedObject/resourceVersion",
+    ),
+    ("involvedObject.fieldPath", "/involvedObject/fieldPath"),
+    ("reason", "/reason"),
+    ("reportingComponent", "/reportingComponent"),
+    ("source", "/source/component"),
+    ("type", "/type"),
+];
+
+/// A parsed field selector over `metadata.name` / `metadata.namespace` and
+/// the Event fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector {
     requirements: Vec<FieldRequirement>,
@@ -194,7 +217,10 @@ impl FieldSelector {
             let field = match field.trim() {
                 "metadata.name" => Field::Name,
                 "metadata.namespace" => Field::Namespace,
-                other => return Err(SelectorError::UnsupportedField(other.to_owned())),
+                other => match EVENT_FIELDS.iter().find(|(f, _)| *f == other) {
+                    Some((_, pointer)) => Field::Event(pointer),
+                    None => return Err(SelectorError::UnsupportedField(other.to_owned())),
+                },
             };
             requirements.push(FieldRequirement {
                 field,
@@ -205,11 +231,29 @@ impl FieldSelector {
         Ok(Self { requirements })
     }
 
+    /// Does an object with this namespace and name match? (Event fields
+    /// read as "".)
     pub fn matches(&self, namespace: &str, name: &str) -> bool {
+        self.matches_with(namespace, name, |_| "")
+    }
+
+    /// Does `object` match?
+    pub fn matches_object(&self, object: &Value) -> bool {
+        let text = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or("");
+        self.matches_with(text("/metadata/namespace"), text("/metadata/name"), text)
+    }
+
+    fn matches_with<'a>(
+        &self,
+        namespace: &'a str,
+        name: &'a str,
+        other: impl Fn(&'static str) -> &'a str,
+    ) -> bool {
         self.requirements.iter().all(|r| {
             let actual = match r.field {
                 Field::Name => name,
                 Field::Namespace => namespace,
+                Field::Event(pointer) => other(pointer),
             };
             (actual == r.value) == r.equals
         })
@@ -227,12 +271,7 @@ impl Selectors {
     /// Does this object (JSON) match?
     pub fn matches(&self, object: &Value) -> bool {
         let meta = object.get("metadata");
-        let text = |f: &str| {
-            meta.and_then(|m| m.get(f))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        };
-        if !self.fields.matches(text("namespace"), text("name")) {
+        if !self.fields.matches_object(object) {
             return false;
         }
         if self.labels.is_empty() {
@@ -303,6 +342,21 @@ mod tests {
             FieldSelector::parse("spec.x=1"),
             Err(SelectorError::UnsupportedField(_))
         ));
+        // What kubectl describe asks for an object's Events.
+        let f = FieldSelector::parse(
+            "involvedObject.name=web,involvedObject.namespace=shop,involvedObject.kind=ResourceBinding,involvedObject.uid=u-1",
+        )
+        .unwrap();
+        let event = json!({"metadata": {"name": "web.1", "namespace": "shop"},
+            "involvedObject": {"kind": "ResourceBinding", "name": "web", "namespace": "shop", "uid": "u-1"},
+            "type": "Warning"});
+        assert!(f.matches_object(&event));
+        let mut other = event.clone();
+        other["involvedObject"]["uid"] = json!("u-2");
+        assert!(!f.matches_object(&other));
+        let t = FieldSelector::parse("type!=Normal").unwrap();
+        assert!(t.matches_object(&event));
+        assert!(!t.matches_object(&json!({"type": "Normal"})));
     }
 
     #[test]

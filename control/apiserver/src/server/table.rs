@@ -30,9 +30,22 @@ fn parse_path(path: &str) -> Option<Vec<Step>> {
     let mut rest = path;
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('.') {
-            let end = r.find(['.', '[']).unwrap_or(r.len());
+            // A field ends at the next unescaped `.` or `[`; `\.` is a dot
+            // inside the name (`.status.used.nvidia\.com/gpu`).
+            let mut end = r.len();
+            let mut escaped = false;
+            for (i, c) in r.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '.' | '[' if !escaped => {
+                        end = i;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
             if end > 0 {
-                steps.push(Step::Field(r[..end].to_owned()));
+                steps.push(Step::Field(r[..end].replace("\\.", ".")));
             }
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
@@ -237,6 +250,14 @@ mod tests {
         );
         assert_eq!(eval(&o, ".spec.missing"), None);
         assert_eq!(eval(&o, ".spec[x"), None);
+        // An escaped dot belongs to the field name (extended resources).
+        let q = json!({"status": {"used": {"nvidia.com/gpu": "3", "cpu": "2"}}});
+        assert_eq!(eval(&q, r".status.used.nvidia\.com/gpu"), Some(json!("3")));
+        assert_eq!(eval(&q, r".status.used.cpu"), Some(json!("2")));
+        assert_eq!(
+            eval(&q, r".status.used['nvidia.com/gpu']"),
+            Some(json!("3"))
+        );
     }
 
     #[test]
