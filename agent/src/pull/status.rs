@@ -8,13 +8,16 @@ use hami_api::work::ResourceIdentifier;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Map, Value, json};
 
-/// The workload kinds whose status the agent watches and reflects.
-pub const WATCHED_KINDS: [(&str, &str, &str); 5] = [
+/// The kinds whose status the agent watches and reflects: the workloads,
+/// and the ResourceQuotas hami delivers for a FederatedResourceQuota's
+/// static assignments (their `used` flows back into the quota's status).
+pub const WATCHED_KINDS: [(&str, &str, &str); 6] = [
     ("apps", "Deployment", "deployments"),
     ("apps", "ReplicaSet", "replicasets"),
     ("apps", "StatefulSet", "statefulsets"),
     ("apps", "DaemonSet", "daemonsets"),
     ("batch", "Job", "jobs"),
+    ("", "ResourceQuota", "resourcequotas"),
 ];
 
 /// The status fields reflected per kind: what status aggregation reads,
@@ -65,6 +68,7 @@ fn reflected_fields(group: &str, kind: &str) -> Option<&'static [&'static str]> 
             // Complete / Failed: set once, read by status aggregation.
             "conditions",
         ]),
+        ("", "ResourceQuota") => Some(&["hard", "used"]),
         _ => None,
     }
 }
@@ -118,6 +122,14 @@ pub fn reflect(group: &str, kind: &str, obj: &Value) -> (Option<Value>, Resource
                 && int(obj, "/status/numberAvailable") == desired
                 && int(obj, "/status/updatedNumberScheduled") == desired
         }
+        // A quota is healthy once its member counted usage for every line.
+        "ResourceQuota" => status
+            .get("hard")
+            .and_then(Value::as_object)
+            .is_some_and(|hard| {
+                let used = status.get("used").and_then(Value::as_object);
+                hard.keys().all(|k| used.is_some_and(|u| u.contains_key(k)))
+            }),
         // A Job is healthy unless it failed.
         _ => !status
             .get("conditions")
@@ -289,6 +301,23 @@ mod tests {
         assert_eq!(
             reflect("", "ConfigMap", &json!({"data": {}})),
             (None, ResourceHealth::Unknown)
+        );
+    }
+
+    #[test]
+    fn resource_quota_reflects_hard_and_used() {
+        let counted = json!({"metadata": {"generation": 1},
+            "spec": {"hard": {"requests.nvidia.com/gpu": "8"}},
+            "status": {"hard": {"requests.nvidia.com/gpu": "8"}, "used": {"requests.nvidia.com/gpu": "3"}}});
+        let (s, h) = reflect("", "ResourceQuota", &counted);
+        assert_eq!(h, ResourceHealth::Healthy);
+        let s = s.unwrap_or_default();
+        assert_eq!(s["used"]["requests.nvidia.com/gpu"], "3");
+        assert_eq!(s["hard"]["requests.nvidia.com/gpu"], "8");
+        let fresh = json!({"spec": {"hard": {"pods": "4"}}, "status": {"hard": {"pods": "4"}}});
+        assert_eq!(
+            reflect("", "ResourceQuota", &fresh).1,
+            ResourceHealth::Unhealthy
         );
     }
 

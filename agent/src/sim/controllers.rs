@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, ResourceQuota};
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -136,6 +136,7 @@ pub(crate) struct Stores {
     pub statefulsets: Store<StatefulSet>,
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
+    pub quotas: Store<ResourceQuota>,
 }
 
 /// Starts every watch and loop; they end when `ctx.stop` turns true.
@@ -159,6 +160,7 @@ pub(crate) fn spawn_all(ctx: Arc<Ctx>) -> Vec<tokio::task::JoinHandle<()>> {
     let replicasets = workload_store!(ReplicaSet, "ReplicaSet");
     let statefulsets = workload_store!(StatefulSet, "StatefulSet");
     let jobs = workload_store!(Job, "Job");
+    let quotas = workload_store!(ResourceQuota, "ResourceQuota");
 
     let (pods, pod_writer) = reflector::store::<Pod>();
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
@@ -255,6 +257,7 @@ pub(crate) fn spawn_all(ctx: Arc<Ctx>) -> Vec<tokio::task::JoinHandle<()>> {
         statefulsets,
         jobs,
         pods,
+        quotas,
     };
     tasks.push(tokio::spawn(workload_loop(ctx.clone(), stores)));
     tasks.push(tokio::spawn(binder_loop(ctx)));
@@ -281,6 +284,7 @@ async fn workload_loop(ctx: Arc<Ctx>, s: Stores) {
         s.statefulsets.wait_until_ready().boxed(),
         s.jobs.wait_until_ready().boxed(),
         s.pods.wait_until_ready().boxed(),
+        s.quotas.wait_until_ready().boxed(),
     ] {
         let mut stop = ctx.stop.clone();
         tokio::select! {
@@ -359,6 +363,15 @@ pub(crate) fn workload_pass(s: &Stores, now: &str) -> Vec<Write> {
     }
     for j in &s.jobs.state() {
         out.extend(workloads::reconcile_job(j, &owned(&j.metadata.uid), now));
+    }
+    for q in &s.quotas.state() {
+        let ns = q.metadata.namespace.as_deref();
+        let in_ns: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == ns)
+            .map(|p| &**p)
+            .collect();
+        out.extend(super::quota::reconcile_quota(q, &in_ns));
     }
     out
 }
@@ -464,6 +477,7 @@ async fn owner_gone(client: &kube::Client, o: &OwnerKey) -> bool {
         Kind::StatefulSet => uid_of::<StatefulSet>(client, &o.namespace, &o.name).await,
         Kind::Job => uid_of::<Job>(client, &o.namespace, &o.name).await,
         Kind::Pod => uid_of::<Pod>(client, &o.namespace, &o.name).await,
+        Kind::ResourceQuota => uid_of::<ResourceQuota>(client, &o.namespace, &o.name).await,
     };
     matches!(got, Ok(uid) if uid.as_deref() != Some(o.uid.as_str()))
 }

@@ -23,6 +23,7 @@ mod controllers;
 pub mod metrics;
 pub mod names;
 pub mod objects;
+pub mod quota;
 pub mod workloads;
 pub mod write;
 

@@ -22,6 +22,8 @@ pub enum Kind {
     StatefulSet,
     /// batch/v1 Job.
     Job,
+    /// core/v1 ResourceQuota (status only).
+    ResourceQuota,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             Kind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
             Kind::StatefulSet => ApiResource::erase::<apps::StatefulSet>(&()),
             Kind::Job => ApiResource::erase::<batch::Job>(&()),
+            Kind::ResourceQuota => ApiResource::erase::<core::ResourceQuota>(&()),
         }
     }
 
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::StatefulSet => "StatefulSet",
             Kind::Job => "Job",
+            Kind::ResourceQuota => "ResourceQuota",
         }
     }
 }
