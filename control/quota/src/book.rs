@@ -320,6 +320,11 @@ impl QuotaBook {
         self.recharge(key)
     }
 
+    /// The bindings known, in key order.
+    pub fn binding_keys(&self) -> Vec<String> {
+        self.bindings.keys().cloned().collect()
+    }
+
     /// Binding `key` is gone: its charge is released.
     pub fn forget(&mut self, key: &str) -> Outcome {
         let Some(b) = self.bindings.remove(key) else {

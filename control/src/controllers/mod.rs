@@ -19,8 +19,10 @@
 //!   replacements are ready), rate-limited.
 //! * [`descheduler`]: replicas that stay unschedulable in a cluster are
 //!   taken from it, for the scheduler to place where they fit.
-//! * [`events`]: Kubernetes Events for eviction, failover and descheduling
-//!   decisions.
+//! * [`events`]: Kubernetes Events for eviction, failover, descheduling and
+//!   quota decisions.
+//! * [`quota`]: FederatedResourceQuota status, metrics and the member
+//!   ResourceQuotas; its admission gate runs inside the scheduler.
 //!
 //! Shared pieces: [`feed`] (store watch → index updates), [`queue`] (keys
 //! with dedup and per-key backoff), [`runner`] (the batched reconcile loop).
@@ -35,6 +37,7 @@ pub mod health;
 pub mod objects;
 pub mod push;
 pub mod queue;
+pub mod quota;
 pub mod runner;
 pub mod scheduler;
 pub mod status;
@@ -59,6 +62,7 @@ pub struct ControllerMetrics {
     pub eviction: eviction::EvictionMetrics,
     pub descheduler: descheduler::DeschedulerMetrics,
     pub events: events::EventMetrics,
+    pub quota: quota::QuotaMetrics,
 }
 
 impl ControllerMetrics {
@@ -73,6 +77,7 @@ impl ControllerMetrics {
             eviction: eviction::EvictionMetrics::register(registry),
             descheduler: descheduler::DeschedulerMetrics::register(registry),
             events: events::EventMetrics::register(registry),
+            quota: quota::QuotaMetrics::register(registry),
         }
     }
 }
@@ -117,10 +122,12 @@ pub fn start(
         binding::spawn(objects.clone(), metrics.binding, stop.clone())?,
         status::spawn(objects.clone(), metrics.status, stop.clone())?,
         push::spawn(objects.clone(), metrics.push, push, stop.clone())?,
-        scheduler::spawn(
+        quota::spawn(objects.clone(), metrics.quota, stop.clone())?,
+        scheduler::spawn_with(
             objects.clone(),
             metrics.scheduler,
             scheduler::SchedulerConfig::default(),
+            Some(events.clone()),
             stop.clone(),
         )?,
     ];

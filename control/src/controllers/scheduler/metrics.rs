@@ -12,6 +12,8 @@ use prometheus_client::registry::Registry;
 pub enum AttemptResult {
     Scheduled,
     Unschedulable,
+    /// Refused by a FederatedResourceQuota (the binding waits for usage to drop).
+    QuotaExceeded,
     Error,
 }
 
@@ -54,7 +56,7 @@ impl SchedulerMetrics {
         let sub = registry.sub_registry_with_prefix("hami_scheduler");
         sub.register(
             "attempts",
-            "Scheduling attempts by result (scheduled, unschedulable, error)",
+            "Scheduling attempts by result (scheduled, unschedulable, quota_exceeded, error)",
             m.attempts.clone(),
         );
         sub.register(
@@ -100,6 +102,7 @@ impl SchedulerMetrics {
         let result = match result {
             AttemptResult::Scheduled => "scheduled",
             AttemptResult::Unschedulable => "unschedulable",
+            AttemptResult::QuotaExceeded => "quota_exceeded",
             AttemptResult::Error => "error",
         };
         self.attempts.get_or_create(&ResultLabel { result }).inc();
@@ -110,6 +113,7 @@ impl SchedulerMetrics {
         let result = match result {
             AttemptResult::Scheduled => "scheduled",
             AttemptResult::Unschedulable => "unschedulable",
+            AttemptResult::QuotaExceeded => "quota_exceeded",
             AttemptResult::Error => "error",
         };
         self.attempts.get_or_create(&ResultLabel { result }).get()

@@ -17,9 +17,23 @@
 //! * Cluster changes requeue only the bindings whose last decision was
 //!   unschedulable; a cluster whose free resources changed has reported what
 //!   was assigned to it, so its reservations are released.
+//! * Quota: the scheduler is the single writer that raises `spec.clusters`,
+//!   so it holds the quota accountant ([`QuotaGate`]). For a binding in a
+//!   namespace with a FederatedResourceQuota, each cluster's estimate is
+//!   capped by what the quotas still allow there (overall remainder and the
+//!   cluster's static assignment, the binding's own usage given back); the
+//!   decision is then admitted and reserved in one step before its write,
+//!   confirmed when written, given back when the write fails. A binding
+//!   that cannot be placed within quota gets `Scheduled=False`, reason
+//!   `QuotaExceeded` (the quota, resource and numbers in the message) and a
+//!   Warning Event, keeps what it has, and is queued again only when usage
+//!   in its namespace drops or a limit changes. Nothing is decided before
+//!   the quota, binding and cluster lists are in, so a restart never
+//!   over-admits.
 
 pub mod estimate;
 pub mod metrics;
+pub mod quota;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,23 +42,27 @@ use std::time::Duration;
 
 use hami_api::binding::ResourceBindingSpec;
 use hami_api::cluster::{Cluster, ESTIMATOR_ENDPOINT_ANNOTATION};
-use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION};
+use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION, POLICY_GROUP, POLICY_VERSION};
 use hami_apiserver::ResourceKind;
-use hami_apiserver::keys::kind_prefix;
+use hami_apiserver::keys::{kind_prefix, parse_key};
 use hami_apiserver::objects::Stored;
 use hami_placement::capacity::general_estimate;
 use hami_placement::{
-    BindingView, ClusterView, PreparedClusters, Reservations, Shape, schedule_prepared,
+    BindingView, ClusterView, Decision, PreparedClusters, Reservations, Shape, Unschedulable,
+    schedule_prepared,
 };
+use hami_quota::ReplicaRequest;
 use hami_store::KeyValue;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
+use super::events::{EventRecorder, EventType, Involved};
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
+use super::quota::admission::QuotaGate;
 use estimate::{EstimateConfig, Estimators, Query};
 use metrics::{AttemptResult, SchedulerMetrics};
 
@@ -95,6 +113,16 @@ struct Shared {
     queue: WorkQueue,
     estimators: Estimators,
     metrics: SchedulerMetrics,
+    quota: QuotaGate,
+    events: Option<EventRecorder>,
+}
+
+/// What a decision came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict2 {
+    Scheduled,
+    Unschedulable,
+    QuotaExceeded,
 }
 
 /// One decision on its way to the store.
@@ -102,7 +130,11 @@ struct WriteJob {
     key: String,
     stored: Stored,
     new: Value,
-    scheduled: bool,
+    verdict: Verdict2,
+    /// The decision holds a quota reservation (confirm or cancel it).
+    quota_reserved: bool,
+    /// Events to record once the write is stored: (about, reason, message).
+    events: Vec<(Involved, &'static str, String)>,
     started: Instant,
     /// What the decision reserved: (shape, old assignment, new assignment).
     reserved: Option<(
@@ -112,15 +144,31 @@ struct WriteJob {
     )>,
 }
 
-/// Starts the scheduler; it runs until `stop` turns true.
+/// Starts the scheduler without Events; it runs until `stop` turns true.
 pub fn spawn(
     objects: Objects,
     metrics: SchedulerMetrics,
     config: SchedulerConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
+    spawn_with(objects, metrics, config, None, stop)
+}
+
+/// Starts the scheduler, recording `QuotaExceeded` Events with `events`;
+/// it runs until `stop` turns true.
+pub fn spawn_with(
+    objects: Objects,
+    metrics: SchedulerMetrics,
+    config: SchedulerConfig,
+    events: Option<EventRecorder>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
     let (rb, crb) = objects.binding_kinds()?;
     let cluster_kind = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
+    let quota_kind = objects.kind(
+        &format!("{POLICY_GROUP}/{POLICY_VERSION}"),
+        "FederatedResourceQuota",
+    )?;
     let shared = Arc::new(Shared {
         objects,
         rb: rb.clone(),
@@ -131,6 +179,8 @@ pub fn spawn(
         queue: WorkQueue::new(),
         estimators: Estimators::new(config.estimates, metrics.clone()),
         metrics,
+        quota: QuotaGate::new(),
+        events,
     });
     let store = shared.objects.store();
     // Clusters first, so the first bindings meet a populated index.
@@ -143,7 +193,15 @@ pub fn spawn(
     );
     feed::spawn(
         store,
-        [kind_prefix(&rb), kind_prefix(&crb)],
+        [kind_prefix(&quota_kind)],
+        &shared,
+        Shared::on_quota,
+        &stop,
+    );
+    feed::spawn(store, [kind_prefix(&rb)], &shared, Shared::on_rb, &stop);
+    feed::spawn(
+        store,
+        [kind_prefix(&crb)],
         &shared,
         Shared::on_binding,
         &stop,
@@ -152,8 +210,13 @@ pub fn spawn(
     tokio::spawn(writer(shared.clone(), rx, config.max_in_flight.max(1)));
     let mut stop = stop;
     Ok(tokio::spawn(async move {
-        // Let the cluster watch list once before deciding anything.
+        // Let the cluster watch list once before deciding anything, and
+        // decide nothing before the quota accountant has every list.
         tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::select! {
+            _ = shared.quota.synced() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         loop {
             let batch = tokio::select! {
                 b = shared.queue.pop(config.batch) => b,
@@ -170,6 +233,30 @@ pub fn spawn(
     }))
 }
 
+/// Where a binding's placement stands before its write.
+enum Placed {
+    /// The placement core's answer (no quota admission needed, or not yet).
+    Decided(Result<Decision, Unschedulable>),
+    /// Placed and reserved within quota.
+    Admitted(Decision),
+    /// Refused by a quota of the namespace: the condition's reason and
+    /// message.
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The `Scheduled` condition's reason and message for a quota refusal.
+fn refusal(r: &hami_quota::Refusal) -> (&'static str, String) {
+    let reason = if r.is_exceeded() {
+        status::REASON_QUOTA_EXCEEDED
+    } else {
+        status::REASON_QUOTA_UNCOUNTABLE
+    };
+    (reason, r.to_string())
+}
+
 /// A binding read for a pass.
 struct Item {
     key: String,
@@ -180,7 +267,56 @@ struct Item {
 }
 
 impl Shared {
+    fn requeue(&self, keys: Vec<String>) {
+        for k in keys {
+            self.queue.add(k);
+        }
+    }
+
+    fn on_quota(&self, change: Change) {
+        let keys = self.quota.on_quota(change);
+        self.requeue(keys);
+    }
+
+    /// ResourceBindings: quota usage, then what [`on_binding`] does.
+    fn on_rb(&self, change: Change) {
+        let ns_of = |key: &str| -> Option<String> {
+            parse_key(&self.rb, key).and_then(|(ns, _)| ns.map(str::to_string))
+        };
+        let keys = match &change {
+            Change::Reset(items) => {
+                let parsed: Vec<(&str, String, u64, Value)> = items
+                    .iter()
+                    .filter_map(|kv| {
+                        let object = serde_json::from_slice::<Value>(&kv.value).ok()?;
+                        Some((kv.key.as_str(), ns_of(&kv.key)?, kv.mod_revision, object))
+                    })
+                    .collect();
+                let refs: Vec<(&str, &str, u64, &Value)> = parsed
+                    .iter()
+                    .map(|(k, ns, r, o)| (*k, ns.as_str(), *r, o))
+                    .collect();
+                self.quota.bindings_listed(&refs)
+            }
+            Change::Apply(kv) => match (
+                ns_of(&kv.key),
+                serde_json::from_slice::<Value>(&kv.value).ok(),
+            ) {
+                (Some(ns), Some(object)) => {
+                    self.quota
+                        .binding_changed(&kv.key, &ns, kv.mod_revision, &object)
+                }
+                _ => Vec::new(),
+            },
+            Change::Delete(kv) => self.quota.binding_deleted(&kv.key),
+        };
+        self.requeue(keys);
+        self.on_binding(change);
+    }
+
     fn on_cluster(&self, change: Change) {
+        let keys = self.quota.on_cluster(&change);
+        self.requeue(keys);
         let entry_of = |kv: &KeyValue| -> Option<ClusterEntry> {
             let cluster: Cluster = serde_json::from_slice(&kv.value).ok()?;
             let endpoint = cluster
@@ -310,7 +446,11 @@ impl Shared {
                 return None;
             }
         };
-        if !status::needs_scheduling(&stored.object) {
+        // A new generation, or a binding waiting to be placed (unschedulable
+        // or over quota) queued again by a change that may let it in.
+        if !status::needs_scheduling(&stored.object)
+            && status::scheduled_condition(&stored.object) != Some("False")
+        {
             return None;
         }
         let spec: ResourceBindingSpec = match spec_of(&stored.object) {
@@ -389,8 +529,38 @@ impl Shared {
                 None => key.clone(),
             };
             let view = BindingView::from_spec(&view_key, &spec, false);
-            let (result, reserved) = {
-                let mut reservations = self.reservations.lock();
+            let ns = self
+                .parse_key(&key)
+                .and_then(|(_, ns, _)| ns)
+                .map(str::to_string);
+            let request = ReplicaRequest::from_requirements(spec.replica_requirements.as_ref());
+            // Quota room per cluster, when the namespace has a quota.
+            let room = match (&ns, &request) {
+                (Some(ns), Ok(req)) if self.quota.limits(ns) => {
+                    let names: Vec<&str> = snapshot
+                        .views
+                        .views()
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    Some(self.quota.room(&key, ns, req, &names).map_err(|r| {
+                        self.quota.wait(&key, ns);
+                        refusal(&r)
+                    }))
+                }
+                (Some(ns), Err(e)) if self.quota.limits(ns) => {
+                    self.quota.wait(&key, ns);
+                    Some(Err((
+                        status::REASON_QUOTA_UNCOUNTABLE,
+                        format!(
+                            "the request of a replica cannot be counted against the quotas of namespace {ns}: {e}"
+                        ),
+                    )))
+                }
+                _ => None,
+            };
+            let placed = {
+                let reservations = self.reservations.lock();
                 let available: Vec<Option<i32>> = snapshot
                     .views
                     .views()
@@ -417,26 +587,95 @@ impl Shared {
                         }
                     })
                     .collect();
+                drop(reservations);
                 let t = std::time::Instant::now();
-                let result = schedule_prepared(&view, &snapshot.views, &available);
+                let placed = match room {
+                    None => Placed::Decided(schedule_prepared(&view, &snapshot.views, &available)),
+                    Some(Err((reason, message))) => Placed::Refused { reason, message },
+                    Some(Ok(room)) => {
+                        let capped = quota::cap_available(
+                            &available,
+                            &room,
+                            &view.current,
+                            snapshot.views.views(),
+                            &shape,
+                        );
+                        match schedule_prepared(&view, &snapshot.views, &capped) {
+                            Ok(d) => Placed::Decided(Ok(d)),
+                            // Within quota it does not fit: without the
+                            // caps, either capacity is short too (say so) or
+                            // admission says which quota line refuses.
+                            Err(_) => Placed::Decided(schedule_prepared(
+                                &view,
+                                &snapshot.views,
+                                &available,
+                            )),
+                        }
+                    }
+                };
                 self.metrics
                     .algorithm_seconds
                     .observe(t.elapsed().as_secs_f64());
-                let reserved = match &result {
-                    Ok(d) => {
-                        reservations.apply_decision(&shape, &view.current, &d.clusters);
-                        Some((shape, view.current.clone(), d.clusters.clone()))
-                    }
-                    Err(_) => None,
-                };
-                (result, reserved)
+                placed
             };
-            let new = status::apply(&stored.object, &result, &now);
+            // Admission: check and reserve in one step, before the write.
+            let placed = match (placed, &ns, request) {
+                (Placed::Decided(Ok(d)), Some(ns), Ok(req)) => {
+                    let after = quota::state_after(&spec, req, &d.clusters);
+                    match self.quota.admit(&key, ns, after) {
+                        Ok(()) => Placed::Admitted(d),
+                        Err(r) => {
+                            let (reason, message) = refusal(&r);
+                            Placed::Refused { reason, message }
+                        }
+                    }
+                }
+                (other, _, _) => other,
+            };
+            let quota_reserved = matches!(placed, Placed::Admitted(_));
+            let mut events = Vec::new();
+            let (new, verdict, reserved) = match placed {
+                Placed::Decided(Ok(d)) | Placed::Admitted(d) => {
+                    let reserved = {
+                        let mut r = self.reservations.lock();
+                        r.apply_decision(&shape, &view.current, &d.clusters);
+                        Some((shape, view.current.clone(), d.clusters.clone()))
+                    };
+                    let result: Result<Decision, Unschedulable> = Ok(d);
+                    (
+                        status::apply(&stored.object, &result, &now),
+                        Verdict2::Scheduled,
+                        reserved,
+                    )
+                }
+                Placed::Decided(Err(u)) => (
+                    status::apply(&stored.object, &Err(u), &now),
+                    Verdict2::Unschedulable,
+                    None,
+                ),
+                Placed::Refused { reason, message } => {
+                    // An Event when the binding starts waiting, not on every
+                    // retry while it waits.
+                    if status::scheduled_reason(&stored.object) != Some(reason) {
+                        events.extend(
+                            Involved::of(&stored.object).map(|i| (i, reason, message.clone())),
+                        );
+                        events.push((Involved::template(&spec.resource), reason, message.clone()));
+                    }
+                    (
+                        status::refuse(&stored.object, reason, &message, &now),
+                        Verdict2::QuotaExceeded,
+                        None,
+                    )
+                }
+            };
             let job = WriteJob {
                 key,
                 stored,
                 new,
-                scheduled: result.is_ok(),
+                verdict,
+                quota_reserved,
+                events,
                 started,
                 reserved,
             };
@@ -452,11 +691,17 @@ impl Shared {
             key,
             stored,
             new,
-            scheduled,
+            verdict,
+            quota_reserved,
+            events,
             started,
             reserved,
         } = job;
         let Some((kind, ns, name)) = self.parse_key(&key) else {
+            if quota_reserved {
+                let keys = self.quota.cancel(&key);
+                self.requeue(keys);
+            }
             self.queue.done(&key);
             return;
         };
@@ -464,18 +709,47 @@ impl Shared {
             .objects
             .write(kind, ns, name, &stored, new, status::observe_generation)
             .await;
+        if quota_reserved {
+            // Settle the reservation before the key can be decided again.
+            let keys = match &result {
+                Ok(written) => {
+                    let revision = written
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(stored.revision);
+                    self.quota.confirm(&key, revision)
+                }
+                Err(_) => self.quota.cancel(&key),
+            };
+            self.requeue(keys);
+        }
         self.queue.done(&key);
         match result {
             Ok(_) => {
                 self.metrics
                     .e2e_seconds
                     .observe(started.elapsed().as_secs_f64());
-                if scheduled {
-                    self.metrics.attempt(AttemptResult::Scheduled);
-                    self.queue.forget(&key);
-                } else {
-                    self.metrics.attempt(AttemptResult::Unschedulable);
-                    self.queue.retry(&key);
+                match verdict {
+                    Verdict2::Scheduled => {
+                        self.metrics.attempt(AttemptResult::Scheduled);
+                        self.queue.forget(&key);
+                    }
+                    Verdict2::Unschedulable => {
+                        self.metrics.attempt(AttemptResult::Unschedulable);
+                        self.queue.retry(&key);
+                    }
+                    Verdict2::QuotaExceeded => {
+                        // No retry timer: the quota gate queues it again
+                        // when usage in its namespace drops.
+                        self.metrics.attempt(AttemptResult::QuotaExceeded);
+                        self.queue.forget(&key);
+                        if let Some(recorder) = &self.events {
+                            for (about, reason, message) in &events {
+                                recorder.record(about, EventType::Warning, reason, message.clone());
+                            }
+                        }
+                    }
                 }
             }
             Err(e) => {

@@ -13,6 +13,32 @@ pub const REASON_SUCCESS: &str = "Success";
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
 /// Condition reason: there is no cluster at all.
 pub const REASON_NO_CLUSTER: &str = "NoClusterAvailable";
+/// Condition reason: placing the binding would exceed a
+/// FederatedResourceQuota of its namespace.
+pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
+/// Condition reason: the binding's usage cannot be counted against the
+/// quota of its namespace (e.g. a GPU memory percentage with no GPU model
+/// known).
+pub const REASON_QUOTA_UNCOUNTABLE: &str = "QuotaUncountable";
+
+/// The `Scheduled` condition's reason, if any.
+pub fn scheduled_reason(object: &Value) -> Option<&str> {
+    object
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(CONDITION_SCHEDULED))?
+        .get("reason")?
+        .as_str()
+}
+
+/// The binding as a refusal leaves it: `spec.clusters` as it was (what
+/// runs keeps running), `Scheduled=False` with `reason` and `message`.
+pub fn refuse(current: &Value, reason: &str, message: &str, now: &str) -> Value {
+    let mut new = current.clone();
+    set_condition(&mut new, "False", reason, message.to_string(), now);
+    new
+}
 
 /// Whether a stored binding needs a decision: its generation was not
 /// scheduled yet, or it never got a `Scheduled` condition.
@@ -72,7 +98,14 @@ pub fn apply(current: &Value, result: &Result<Decision, Unschedulable>, now: &st
             ("False", reason, u.message())
         }
     };
-    let root = hami_apiserver::meta::as_map(&mut new);
+    set_condition(&mut new, state, reason, message, now);
+    new
+}
+
+/// Sets the `Scheduled` condition (its lastTransitionTime moves only when
+/// its status flips).
+fn set_condition(new: &mut Value, state: &str, reason: &str, message: String, now: &str) {
+    let root = hami_apiserver::meta::as_map(new);
     let status = hami_apiserver::meta::as_map(root.entry("status").or_insert_with(|| json!({})));
     let conditions = status.entry("conditions").or_insert_with(|| json!([]));
     if !conditions.is_array() {
@@ -80,7 +113,7 @@ pub fn apply(current: &Value, result: &Result<Decision, Unschedulable>, now: &st
     }
     let list = conditions.as_array_mut();
     let Some(list) = list else {
-        return new;
+        return;
     };
     let old = list
         .iter()
@@ -101,7 +134,6 @@ pub fn apply(current: &Value, result: &Result<Decision, Unschedulable>, now: &st
         Some(i) => list[i] = condition,
         None => list.push(condition),
     }
-    new
 }
 
 /// Sets `status.schedulerObservedGeneration` to the object's generation.
@@ -169,5 +201,32 @@ mod tests {
         );
         let message = out["status"]["conditions"][0]["message"].as_str().unwrap();
         assert!(message.contains("0/1 clusters are available"), "{message}");
+    }
+
+    #[test]
+    fn a_quota_refusal_keeps_clusters_and_says_why() {
+        let mut b = binding();
+        b["spec"]["clusters"] = json!([{"name": "a", "replicas": 2}]);
+        let ok = apply(
+            &b,
+            &schedule(
+                &BindingView::new("ns/b", 2, Default::default()),
+                &[ClusterView::new("a")],
+                &[Some(10)],
+            ),
+            "t1",
+        );
+        let out = refuse(
+            &ok,
+            REASON_QUOTA_EXCEEDED,
+            "FederatedResourceQuota ns/q: exceeded quota: nvidia.com/gpu: requested 2, used 8, limited 8",
+            "t2",
+        );
+        assert_eq!(out["spec"]["clusters"], b["spec"]["clusters"]);
+        assert_eq!(scheduled_condition(&out), Some("False"));
+        assert_eq!(scheduled_reason(&out), Some(REASON_QUOTA_EXCEEDED));
+        let c = &out["status"]["conditions"][0];
+        assert_eq!(c["lastTransitionTime"], "t2");
+        assert!(c["message"].as_str().unwrap().contains("limited 8"));
     }
 }

@@ -1,0 +1,742 @@
+//! Federated quota end to end, against the real `hami up` and its API:
+//!
+//! * `bad_quotas_are_refused_with_422_naming_the_field`: negative and
+//!   malformed quantities and static assignments above `overall` get a 422
+//!   whose message names the field; nothing is stored.
+//! * `concurrent_scaling_never_exceeds_the_quota`: 8 clients scale 40 GPU
+//!   Deployments of one namespace up and down for 30 s against a quota of 64
+//!   GPUs (two simulated members with 80 GPUs between them); a watch on the
+//!   ResourceBindings sees every revision, and at none of them do the
+//!   assigned GPU replicas sum above 64. At the end the quota's status
+//!   equals the usage recomputed from the bindings, overall and per cluster.
+//! * `static_assignment_member_quota_and_waiting_binding`: a static
+//!   assignment of 8 GPUs keeps member-1 at 8 though it has 32 free, the
+//!   rest goes to member-2; member-1 holds the plain ResourceQuota and its
+//!   usage flows back into `aggregatedStatus[].memberUsed`; a binding over
+//!   quota shows `QuotaExceeded` in `kubectl describe` (condition and
+//!   Event) and is placed as soon as the other workload is deleted;
+//!   `kubectl get frq` shows used/hard; `hami_quota_*` gauges follow.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hami_api::binding::ResourceBinding;
+use hami_api::quota::FederatedResourceQuota;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use support::{Hami, Timeline, eventually, kubectl};
+
+/// `nodes` nodes of 8 whole GPUs (one share slot each) per member.
+fn fleet(nodes: usize, prefix: &str) -> String {
+    let mut out = String::from("nodes:\n");
+    for n in 0..nodes {
+        out.push_str(&format!(
+            "- name: {prefix}-{n}\n  allocatable: {{cpu: \"256\", memory: 2Ti, pods: \"250\"}}\n  gpus:\n"
+        ));
+        for g in 0..8 {
+            out.push_str(&format!(
+                "  - {{id: {prefix}-{n}-{g}, model: NVIDIA-A100-SXM4-80GB, memoryMiB: 81920}}\n"
+            ));
+        }
+    }
+    out
+}
+
+fn indent_list(fleets: &[String]) -> String {
+    fleets
+        .iter()
+        .map(|f| {
+            let mut lines = f.lines();
+            let first = lines.next().unwrap_or_default();
+            let rest: Vec<String> = lines.map(|l| format!("  {l}")).collect();
+            format!("- {first}\n{}\n", rest.join("\n"))
+        })
+        .collect()
+}
+
+fn gpu_deployment(ns: &str, name: &str, replicas: i32, gpumem: Option<&str>) -> Deployment {
+    let mut limits = json!({"nvidia.com/gpu": "1"});
+    if let Some(m) = gpumem {
+        limits["nvidia.com/gpumem"] = json!(m);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{
+                    "name": "main", "image": "hub.local/infer:1",
+                    "resources": {"requests": {"cpu": "1"}, "limits": limits}
+                }]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+/// Every Deployment of `ns`, divided by free GPUs over both members.
+fn policy(ns: &str) -> Value {
+    json!({
+        "apiVersion": "policy.hami.io/v1alpha1", "kind": "PropagationPolicy",
+        "metadata": {"name": "all", "namespace": ns},
+        "spec": {
+            "resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
+            "placement": {
+                "clusterAffinity": {"clusterNames": ["member-1", "member-2"]},
+                "replicaScheduling": {
+                    "replicaSchedulingType": "Divided",
+                    "replicaDivisionPreference": "Weighted",
+                    "weightPreference": {"dynamicWeight": "AvailableReplicas"}
+                }
+            }
+        }
+    })
+}
+
+/// Waits until both members are Ready and report `gpus` GPUs each.
+async fn members_ready(client: &kube::Client, gpus: [i64; 2]) {
+    let clusters: Api<hami_api::cluster::Cluster> = Api::all(client.clone());
+    eventually("members Ready with their GPUs", 60, || async {
+        for (name, want) in ["member-1", "member-2"].iter().zip(gpus) {
+            let c = clusters.get(name).await.map_err(|e| e.to_string())?;
+            let s = c.status.unwrap_or_default();
+            let ready = s
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let have: i64 = s.gpu_summary.iter().map(|g| g.count).sum();
+            if !ready || have != want {
+                return Err(format!("{name}: ready {ready}, {have} GPUs"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+async fn create_namespace(client: &kube::Client, ns: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let object: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+}
+
+async fn create_policy(client: &kube::Client, ns: &str) {
+    let api: Api<hami_api::propagation::PropagationPolicy> = Api::namespaced(client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(policy(ns)).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+/// GPUs a binding holds: replicas per cluster × GPUs per replica.
+fn gpus_by_cluster(rb: &ResourceBinding) -> BTreeMap<String, i64> {
+    let per = rb
+        .spec
+        .replica_requirements
+        .as_ref()
+        .and_then(|r| r.gpu.as_ref())
+        .map_or(0, |g| g.count);
+    rb.spec
+        .clusters
+        .iter()
+        .map(|t| (t.name.clone(), i64::from(t.replicas) * per))
+        .collect()
+}
+
+fn gpus(rb: &ResourceBinding) -> i64 {
+    gpus_by_cluster(rb).values().sum()
+}
+
+fn scheduled(rb: &ResourceBinding) -> Option<(String, String, String)> {
+    rb.status.as_ref()?.conditions.iter().find_map(|c| {
+        (c.type_ == "Scheduled").then(|| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    })
+}
+
+fn settled(rb: &ResourceBinding) -> bool {
+    rb.status
+        .as_ref()
+        .and_then(|s| s.scheduler_observed_generation)
+        .is_some_and(|g| Some(g) == rb.metadata.generation)
+}
+
+fn quantity(
+    list: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    k: &str,
+) -> Option<String> {
+    list.get(k).map(|q| q.0.clone())
+}
+
+fn quota(ns: &str, name: &str, spec: Value) -> FederatedResourceQuota {
+    serde_json::from_value(json!({
+        "apiVersion": "policy.hami.io/v1alpha1", "kind": "FederatedResourceQuota",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_quotas_are_refused_with_422_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hami = Hami::start_with_args(tmp.path(), "127.0.0.1:0", &["--no-controllers"]);
+    let client = hami.client().await;
+    let api: Api<FederatedResourceQuota> = Api::namespaced(client, "default");
+    let cases = [
+        (
+            "negative",
+            json!({"overall": {"nvidia.com/gpu": "-1"}}),
+            "spec.overall[nvidia.com/gpu]",
+        ),
+        (
+            "malformed",
+            json!({"overall": {"cpu": "lots"}}),
+            "spec.overall[cpu]",
+        ),
+        (
+            "static-above-overall",
+            json!({"overall": {"nvidia.com/gpu": "8"}, "staticAssignments": [
+                {"clusterName": "east", "hard": {"nvidia.com/gpu": "6"}},
+                {"clusterName": "west", "hard": {"nvidia.com/gpu": "4"}}
+            ]}),
+            "spec.staticAssignments",
+        ),
+        (
+            "static-not-in-overall",
+            json!({"overall": {"cpu": "8"}, "staticAssignments": [
+                {"clusterName": "east", "hard": {"nvidia.com/gpumem": "1000"}}
+            ]}),
+            "spec.staticAssignments[0].hard[nvidia.com/gpumem]",
+        ),
+    ];
+    for (name, spec, field) in cases {
+        match api
+            .create(&PostParams::default(), &quota("default", name, spec))
+            .await
+        {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422, "{name}: {s:?}");
+                assert!(s.message.contains(field), "{name}: {}", s.message);
+            }
+            other => panic!("{name}: expected 422, got {other:?}"),
+        }
+        assert!(api.get_opt(name).await.unwrap().is_none(), "{name} stored");
+    }
+    // The sum message names the resource and both numbers.
+    let spec = json!({"overall": {"nvidia.com/gpu": "8"}, "staticAssignments": [
+        {"clusterName": "east", "hard": {"nvidia.com/gpu": "9"}}]});
+    let Err(kube::Error::Api(s)) = api
+        .create(&PostParams::default(), &quota("default", "x", spec))
+        .await
+    else {
+        panic!("expected 422");
+    };
+    assert!(
+        s.message.contains("nvidia.com/gpu") && s.message.contains('9') && s.message.contains('8'),
+        "{}",
+        s.message
+    );
+    // A good one is stored, unknown cluster names included.
+    let spec = json!({"overall": {"nvidia.com/gpu": "8"}, "staticAssignments": [
+        {"clusterName": "not-registered", "hard": {"nvidia.com/gpu": "2"}}]});
+    api.create(&PostParams::default(), &quota("default", "ok", spec))
+        .await
+        .unwrap();
+}
+
+const NS: &str = "team";
+const DEPLOYMENTS: usize = 40;
+const CLIENTS: u64 = 8;
+const LIMIT: i64 = 64;
+
+/// xorshift64*: a small deterministic generator per client.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_scaling_never_exceeds_the_quota() {
+    let mut t = Timeline::new("quota-concurrency");
+    let tmp = tempfile::tempdir().unwrap();
+    let fleets = tmp.path().join("fleets.yaml");
+    std::fs::write(&fleets, indent_list(&[fleet(5, "a"), fleet(5, "b")])).unwrap();
+    let hami = Hami::start_with_args(
+        tmp.path(),
+        "127.0.0.1:0",
+        &["--sim-clusters", "2", "--fleet", fleets.to_str().unwrap()],
+    );
+    let client = hami.client().await;
+    members_ready(&client, [40, 40]).await;
+    t.mark("hami up --sim-clusters 2 (80 GPUs): members Ready");
+    create_namespace(&client, NS).await;
+    let quotas: Api<FederatedResourceQuota> = Api::namespaced(client.clone(), NS);
+    quotas
+        .create(
+            &PostParams::default(),
+            &quota(
+                NS,
+                "gpus",
+                json!({"overall": {"nvidia.com/gpu": LIMIT.to_string()}}),
+            ),
+        )
+        .await
+        .unwrap();
+    create_policy(&client, NS).await;
+
+    // Watch every ResourceBinding revision of the namespace from the start.
+    let bindings: Api<ResourceBinding> = Api::namespaced(client.clone(), NS);
+    let seen: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let max_seen = Arc::new(AtomicU64::new(0));
+    let events = Arc::new(AtomicU64::new(0));
+    let exceeded_seen = Arc::new(AtomicBool::new(false));
+    let over: Arc<Mutex<Vec<String>>> = Arc::default();
+    let watch = {
+        let (seen, max_seen, events, exceeded_seen, over) = (
+            seen.clone(),
+            max_seen.clone(),
+            events.clone(),
+            exceeded_seen.clone(),
+            over.clone(),
+        );
+        let stream = watcher::watcher(bindings.clone(), watcher::Config::default());
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(e) = stream.next().await {
+                let Ok(e) = e else { continue };
+                let mut map = seen.lock();
+                match e {
+                    watcher::Event::Apply(rb) | watcher::Event::InitApply(rb) => {
+                        if scheduled(&rb).is_some_and(|s| s.1 == "QuotaExceeded") {
+                            exceeded_seen.store(true, Ordering::Relaxed);
+                        }
+                        map.insert(rb.metadata.name.clone().unwrap(), gpus(&rb));
+                    }
+                    watcher::Event::Delete(rb) => {
+                        map.remove(&rb.metadata.name.clone().unwrap());
+                    }
+                    watcher::Event::Init => map.clear(),
+                    watcher::Event::InitDone => {}
+                }
+                events.fetch_add(1, Ordering::Relaxed);
+                let total: i64 = map.values().sum();
+                max_seen.fetch_max(total as u64, Ordering::Relaxed);
+                if total > LIMIT {
+                    over.lock().push(format!("{total} GPUs assigned: {map:?}"));
+                }
+            }
+        })
+    };
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    for i in 0..DEPLOYMENTS {
+        deployments
+            .create(
+                &PostParams::default(),
+                &gpu_deployment(NS, &format!("gpu-{i:02}"), 1, None),
+            )
+            .await
+            .unwrap();
+    }
+    eventually("40 bindings scheduled", 60, || async {
+        let list = bindings
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let done = list
+            .items
+            .iter()
+            .filter(|rb| settled(rb) && scheduled(rb).is_some_and(|s| s.0 == "True"))
+            .count();
+        (done == DEPLOYMENTS)
+            .then_some(())
+            .ok_or(format!("{done} scheduled"))
+    })
+    .await;
+    t.mark("40 Deployments of 1 GPU scheduled");
+
+    // 8 clients scale at random for 30 s: 0..=4 replicas each, 2 on average,
+    // so the namespace asks for about 80 GPUs against 64.
+    let stop = Instant::now() + Duration::from_secs(30);
+    let patches = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let deployments = deployments.clone();
+        let patches = patches.clone();
+        clients.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            while Instant::now() < stop {
+                let d = rng.next() % DEPLOYMENTS as u64;
+                let replicas = rng.next() % 5;
+                let patch = json!({"spec": {"replicas": replicas}});
+                if deployments
+                    .patch(
+                        &format!("gpu-{d:02}"),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .is_ok()
+                {
+                    patches.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20 + rng.next() % 60)).await;
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    t.mark(format!(
+        "30 s of scaling: {} patches, {} binding revisions watched so far, max {} GPUs assigned",
+        patches.load(Ordering::Relaxed),
+        events.load(Ordering::Relaxed),
+        max_seen.load(Ordering::Relaxed)
+    ));
+
+    // Quiet: every binding settled, and the status equals the usage
+    // recomputed from the bindings, overall and per cluster.
+    let (total, by_cluster) = eventually("status matches the recomputed usage", 60, || async {
+        let list = bindings
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(rb) = list.items.iter().find(|rb| !settled(rb)) {
+            return Err(format!("{:?} not settled", rb.metadata.name));
+        }
+        let mut by_cluster: BTreeMap<String, i64> = BTreeMap::new();
+        for rb in &list.items {
+            for (c, n) in gpus_by_cluster(rb) {
+                *by_cluster.entry(c).or_default() += n;
+            }
+        }
+        let total: i64 = by_cluster.values().sum();
+        let q = quotas.get("gpus").await.map_err(|e| e.to_string())?;
+        let status = q.status.unwrap_or_default();
+        let used = quantity(&status.overall_used, "nvidia.com/gpu");
+        if used != Some(total.to_string()) {
+            return Err(format!("status says {used:?}, bindings hold {total}"));
+        }
+        let lines: BTreeMap<String, i64> = status
+            .aggregated_status
+            .iter()
+            .map(|l| {
+                let v = quantity(&l.used, "nvidia.com/gpu")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1);
+                (l.cluster_name.clone(), v)
+            })
+            .filter(|(_, v)| *v != 0)
+            .collect();
+        let want: BTreeMap<String, i64> = by_cluster
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if lines != want {
+            return Err(format!("per cluster: status {lines:?}, bindings {want:?}"));
+        }
+        Ok((total, by_cluster))
+    })
+    .await;
+    t.mark(format!(
+        "settled: {total} GPUs in use {by_cluster:?}; status equal"
+    ));
+    watch.abort();
+    t.print();
+
+    let over = over.lock();
+    assert!(
+        over.is_empty(),
+        "quota exceeded at some revision: {:?}",
+        &over[..over.len().min(5)]
+    );
+    assert!(total <= LIMIT);
+    assert!(
+        exceeded_seen.load(Ordering::Relaxed),
+        "the quota never refused anything: the test did not press it"
+    );
+    assert!(
+        events.load(Ordering::Relaxed) > 500,
+        "too few revisions watched: {}",
+        events.load(Ordering::Relaxed)
+    );
+}
+
+async fn member_client(hami: &Hami, name: &str) -> kube::Client {
+    let path = hami
+        .data_dir
+        .join("members")
+        .join(format!("{name}.kubeconfig"));
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_assignment_member_quota_and_waiting_binding() {
+    const TENANT: &str = "tenant";
+    let mut t = Timeline::new("quota-e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let fleets = tmp.path().join("fleets.yaml");
+    // member-1: 32 GPUs; member-2: 8.
+    std::fs::write(&fleets, indent_list(&[fleet(4, "big"), fleet(1, "small")])).unwrap();
+    let hami = Hami::start_with_args(
+        tmp.path(),
+        "127.0.0.1:0",
+        &["--sim-clusters", "2", "--fleet", fleets.to_str().unwrap()],
+    );
+    let client = hami.client().await;
+    members_ready(&client, [32, 8]).await;
+    t.mark("hami up --sim-clusters 2 (32 + 8 GPUs): members Ready");
+    create_namespace(&client, TENANT).await;
+    let quotas: Api<FederatedResourceQuota> = Api::namespaced(client.clone(), TENANT);
+    quotas
+        .create(
+            &PostParams::default(),
+            &quota(
+                TENANT,
+                "team-quota",
+                json!({
+                    "overall": {"nvidia.com/gpu": "20", "nvidia.com/gpumem": "400000", "cpu": "64"},
+                    "staticAssignments": [{"clusterName": "member-1",
+                        "hard": {"nvidia.com/gpu": "8", "nvidia.com/gpumem": "160000"}}]
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    create_policy(&client, TENANT).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), TENANT);
+    let bindings: Api<ResourceBinding> = Api::namespaced(client.clone(), TENANT);
+    deployments
+        .create(
+            &PostParams::default(),
+            &gpu_deployment(TENANT, "train", 16, Some("20000")),
+        )
+        .await
+        .unwrap();
+
+    // Unlimited, dynamic weight by free GPUs (32:8) would put 13 of 16 on
+    // member-1; its static assignment keeps it at 8 (quota room is capacity,
+    // so the weights are 8:8), the rest goes to member-2.
+    let placed = eventually("train placed", 60, || async {
+        let rb = bindings
+            .get("train-deployment")
+            .await
+            .map_err(|e| e.to_string())?;
+        match scheduled(&rb) {
+            Some((s, _, _)) if s == "True" && settled(&rb) => Ok(gpus_by_cluster(&rb)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    t.mark(format!("train (16 GPUs) placed: {placed:?}"));
+    assert_eq!(
+        placed,
+        BTreeMap::from([("member-1".to_string(), 8), ("member-2".to_string(), 8)])
+    );
+
+    // member-1 holds the plain ResourceQuota, member-2 none; member-1's
+    // usage flows back into aggregatedStatus.
+    let m1 = member_client(&hami, "member-1").await;
+    let m2 = member_client(&hami, "member-2").await;
+    let rq = eventually("ResourceQuota in member-1", 30, || async {
+        Api::<ResourceQuota>::namespaced(m1.clone(), TENANT)
+            .get("team-quota")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let hard = rq.spec.unwrap().hard.unwrap();
+    assert_eq!(hard["requests.nvidia.com/gpu"].0, "8");
+    assert_eq!(hard["requests.nvidia.com/gpumem"].0, "160000");
+    assert!(
+        Api::<ResourceQuota>::namespaced(m2.clone(), TENANT)
+            .get_opt("team-quota")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let status = eventually("quota status with the member's usage", 30, || async {
+        let q = quotas.get("team-quota").await.map_err(|e| e.to_string())?;
+        let s = q.status.clone().unwrap_or_default();
+        let line = s
+            .aggregated_status
+            .iter()
+            .find(|l| l.cluster_name == "member-1")
+            .cloned()
+            .unwrap_or_default();
+        let ok = quantity(&s.overall_used, "nvidia.com/gpu").as_deref() == Some("16")
+            && quantity(&line.used, "nvidia.com/gpu").as_deref() == Some("8")
+            && quantity(&line.member_used, "nvidia.com/gpu").as_deref() == Some("8");
+        ok.then_some(s).ok_or(format!("{:?}", q.status))
+    })
+    .await;
+    t.mark("member-1 holds ResourceQuota team-quota; memberUsed 8 GPUs flowed back");
+    assert_eq!(
+        quantity(&status.overall_used, "nvidia.com/gpumem").as_deref(),
+        Some("320000")
+    );
+    let known = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "StaticAssignmentsKnown")
+        .unwrap();
+    assert_eq!(known.status, "True");
+
+    // kubectl get shows used/hard at a glance.
+    let (ok, out, err) = kubectl(&hami, &["get", "frq", "-n", TENANT]);
+    assert!(ok, "{err}");
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &header[..7],
+        [
+            "NAME",
+            "GPU-USED",
+            "GPU-HARD",
+            "GPUMEM-USED",
+            "GPUMEM-HARD",
+            "CPU-USED",
+            "CPU-HARD"
+        ],
+        "{out}"
+    );
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..7],
+        ["team-quota", "16", "20", "320000", "400000", "16", "64"],
+        "{out}"
+    );
+
+    // Over quota: 6 more GPUs where 4 are left.
+    deployments
+        .create(
+            &PostParams::default(),
+            &gpu_deployment(TENANT, "extra", 6, Some("20000")),
+        )
+        .await
+        .unwrap();
+    let message = eventually("extra refused for quota", 30, || async {
+        let rb = bindings
+            .get("extra-deployment")
+            .await
+            .map_err(|e| e.to_string())?;
+        match scheduled(&rb) {
+            Some((s, r, m)) if s == "False" && r == "QuotaExceeded" => Ok(m),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    t.mark(format!("extra (6 GPUs) refused: {message}"));
+    assert!(
+        message.contains("team-quota")
+            && message.contains("nvidia.com/gpu")
+            && message.contains("requested 6")
+            && message.contains("used 16")
+            && message.contains("limited 20"),
+        "{message}"
+    );
+    let (ok, out, err) = kubectl(&hami, &["describe", "rb", "extra-deployment", "-n", TENANT]);
+    assert!(ok, "{err}");
+    assert!(out.contains("QuotaExceeded"), "{out}");
+    let described_event = eventually("the Event in kubectl describe", 15, || async {
+        let (ok, out, err) = kubectl(&hami, &["describe", "rb", "extra-deployment", "-n", TENANT]);
+        let events = out.split("Events:").nth(1).unwrap_or_default().to_string();
+        (ok && events.contains("QuotaExceeded"))
+            .then_some(events)
+            .ok_or(format!("{err}{out}"))
+    })
+    .await;
+    assert!(described_event.contains("Warning"), "{described_event}");
+
+    // The gauges follow the status.
+    let metrics = reqwest_metrics(&hami);
+    assert!(
+        metrics.contains(
+            r#"hami_quota_used{namespace="tenant",quota="team-quota",resource="nvidia.com/gpu"} 16"#
+        ),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("hami_quota_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(metrics.contains(
+        r#"hami_quota_hard{namespace="tenant",quota="team-quota",resource="nvidia.com/gpu"} 20"#
+    ));
+
+    // Deleting the other workload lets it in, at once (no polling).
+    let deleted = Instant::now();
+    deployments
+        .delete("train", &DeleteParams::default())
+        .await
+        .unwrap();
+    let placed = eventually("extra placed after train is deleted", 30, || async {
+        let rb = bindings
+            .get("extra-deployment")
+            .await
+            .map_err(|e| e.to_string())?;
+        match scheduled(&rb) {
+            Some((s, _, _)) if s == "True" && settled(&rb) => Ok(gpus_by_cluster(&rb)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    t.mark(format!(
+        "extra placed {:.2} s after train was deleted: {placed:?}",
+        deleted.elapsed().as_secs_f64()
+    ));
+    assert_eq!(placed.values().sum::<i64>(), 6);
+    assert!(placed.get("member-1").copied().unwrap_or(0) <= 8);
+    eventually("status follows", 30, || async {
+        let q = quotas.get("team-quota").await.map_err(|e| e.to_string())?;
+        let s = q.status.unwrap_or_default();
+        let used = quantity(&s.overall_used, "nvidia.com/gpu");
+        (used.as_deref() == Some("6"))
+            .then_some(())
+            .ok_or(format!("{used:?}"))
+    })
+    .await;
+    t.print();
+}
+
+/// GET /metrics of the control plane.
+fn reqwest_metrics(hami: &Hami) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&hami.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        hami.listen
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf
+}
