@@ -8,8 +8,12 @@
 //!   the binding controller keeps the old Work as long as the task stands.
 //! * A task ends when the replacements are ready, its grace period passed,
 //!   or at once with purgeMode Directly; never with Never (a user removes
-//!   it). Ending it is one write too; the binding controller then deletes
-//!   the old Work.
+//!   it). Ending it is one write too (with the binding's `GracefulEviction`
+//!   condition and Events saying how it ended); the binding controller then
+//!   deletes the old Work. Ending a task does not ask the scheduler for a
+//!   new decision (the write marks its generation observed when the
+//!   scheduler was done), so nothing moves back to a recovered cluster
+//!   until something else asks for a reschedule.
 //! * Evictions are rate-limited by a token bucket, so a partition that
 //!   taints many clusters at once does not move the whole fleet at once.
 //!
@@ -48,6 +52,7 @@ use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
+use super::scheduler::status::{needs_scheduling, observe_generation};
 use super::status::aggregate::set_condition;
 use decide::{Done, Eviction, Finished, PurgeSettings, TokenBucket};
 
@@ -526,8 +531,24 @@ impl Shared {
         if let Some(f) = said {
             set_eviction_condition(&mut new, f);
         }
+        // A task that ends is no scheduling input: when that is all this
+        // write changes on a binding the scheduler is done with, the write
+        // says so, or a static division would be computed afresh and put
+        // replicas straight back on a cluster that just recovered (a
+        // flapping cluster would then pull them back and forth). Moving
+        // back takes a fresh reschedule trigger (a spec change).
+        let only_ended = evicted.is_empty() && {
+            let mut same = next.clone();
+            same.graceful_eviction_tasks = spec.graceful_eviction_tasks.clone();
+            same == spec
+        };
+        let scheduled = !needs_scheduling(&stored.object);
         self.objects
-            .write(kind, ns, name, &stored, new, |_| {})
+            .write(kind, ns, name, &stored, new, |o| {
+                if only_ended && scheduled {
+                    observe_generation(o);
+                }
+            })
             .await?;
         let binding = Involved::of(&stored.object);
         let template = Involved::template(&spec.resource);

@@ -1,59 +1,7 @@
-//! Taint-based failover end to end, with the real `hami up --sim-clusters 3`.
-//!
-//! A Deployment `web` (6 replicas, 2 per cluster by static weights) runs on
-//! member-1..3. A user taints member-1 `maintenance:NoExecute` through the
-//! API (kube-rs, as `kubectl taint` would). Then:
-//!
-//! * the binding gets a graceful eviction task for member-1 (producer
-//!   TaintManager, reason TaintUntolerated) and member-1 leaves
-//!   `spec.clusters`; the scheduler places its replicas on member-2/3;
-//! * sampled every 100 ms from the first sample after the taint, the
-//!   template's readyReplicas never reaches 0;
-//! * member-1's Work stays while the task stands (sampled too) and is gone after the
-//!   replacements are ready (the task then gone too), and the member's own
-//!   Deployment is deleted;
-//! * a second Deployment `pinned`, whose policy tolerates the taint, keeps
-//!   its replicas on member-1.
-//!
-//! A second test drives cluster health with a Lease written by hand.
-//! Each test prints its timeline.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! A user's NoExecute taint: the replicas move without the service
+//! dropping to zero; a tolerating policy stays.
 
-mod support;
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
-
-use hami_api::binding::ResourceBinding;
-use hami_api::cluster::Cluster;
-use hami_api::propagation::PropagationPolicy;
-use hami_api::work::Work;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use serde_json::json;
-use support::{Hami, Timeline, eventually};
-
-const MEMBERS: [&str; 3] = ["member-1", "member-2", "member-3"];
-
-fn deployment(name: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{
-                    "name": "main", "image": "nginx:1",
-                    "resources": {"requests": {"cpu": "100m"}}
-                }]}
-            }
-        }
-    }))
-    .unwrap()
-}
+use crate::common::*;
 
 fn web_policy() -> PropagationPolicy {
     serde_json::from_value(json!({
@@ -101,14 +49,6 @@ fn is_web_on_member1(w: &Work) -> bool {
             .name
             .as_deref()
             .is_some_and(|n| n.contains("web"))
-}
-
-fn targets(b: &ResourceBinding) -> Vec<(String, i32)> {
-    b.spec
-        .clusters
-        .iter()
-        .map(|t| (t.name.clone(), t.replicas))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,130 +301,5 @@ async fn untolerated_no_execute_taint_moves_replicas_without_dropping_to_zero() 
     assert_eq!(ready_of(&deps.get("pinned").await.unwrap()), 1);
     tl.mark("pinned (tolerates maintenance:NoExecute) kept on member-1");
 
-    tl.print();
-}
-
-fn taint_names(c: &Cluster) -> Vec<String> {
-    c.spec
-        .taints
-        .iter()
-        .map(|t| format!("{}:{}:{}", t.key, t.effect, t.time_added.is_some()))
-        .collect()
-}
-
-fn ready_of_cluster(c: &Cluster) -> Option<(String, String)> {
-    c.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-/// A Pull cluster whose agent Lease lapsed: Ready=Unknown and the
-/// unreachable taints (NoExecute too with `--no-execute-on-unready`); once
-/// the Lease is renewed only those taints go, the user's stays. The Lease
-/// says "renewed an hour ago", yet the verdict comes only a Lease duration
-/// plus the grace after the controller started (2 s + 1 s here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lapsed_lease_taints_the_cluster_and_renewal_untaints_only_ours() {
-    use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-    use k8s_openapi::jiff::{SignedDuration, Timestamp};
-
-    let dir = tempfile::tempdir().unwrap();
-    let hami = Hami::start_with_args(
-        dir.path(),
-        "127.0.0.1:0",
-        &[
-            "--in-memory",
-            "--cluster-grace",
-            "1s",
-            "--no-execute-on-unready",
-        ],
-    );
-    let client = hami.client().await;
-    let mut tl = Timeline::new("failover");
-    let clusters: Api<Cluster> = Api::all(client.clone());
-    let ghost: Cluster = serde_json::from_value(json!({
-        "apiVersion": "cluster.hami.io/v1alpha1", "kind": "Cluster",
-        "metadata": {"name": "ghost"},
-        "spec": {"syncMode": "Pull", "taints": [{"key": "dedicated", "effect": "NoSchedule"}]}
-    }))
-    .unwrap();
-    clusters
-        .create(&PostParams::default(), &ghost)
-        .await
-        .unwrap();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "hami-es-ghost");
-    let lease = |renewed: Timestamp| -> Lease {
-        serde_json::from_value(json!({
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": "ghost", "namespace": "hami-es-ghost"},
-            "spec": {
-                "holderIdentity": "test",
-                "leaseDurationSeconds": 2,
-                "renewTime": MicroTime(renewed),
-            }
-        }))
-        .unwrap()
-    };
-    // The execution namespace appears with the Cluster.
-    let stale = Timestamp::now() - SignedDuration::from_secs(3600);
-    eventually("Lease created in hami-es-ghost", 20, || async {
-        leases
-            .create(&PostParams::default(), &lease(stale))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    tl.mark("ghost's Lease written, renewed an hour ago");
-
-    let lapsed = eventually("ghost tainted unreachable", 20, || async {
-        let c = clusters.get("ghost").await.map_err(|e| e.to_string())?;
-        (taint_names(&c).len() == 3)
-            .then(|| c.clone())
-            .ok_or(format!("taints {:?}", taint_names(&c)))
-    })
-    .await;
-    assert_eq!(
-        taint_names(&lapsed),
-        [
-            "dedicated:NoSchedule:false",
-            "cluster.hami.io/unreachable:NoSchedule:true",
-            "cluster.hami.io/unreachable:NoExecute:true"
-        ]
-    );
-    assert_eq!(
-        ready_of_cluster(&lapsed),
-        Some(("Unknown".into(), "ClusterStatusUnknown".into()))
-    );
-    tl.mark(format!(
-        "ghost Ready=Unknown, taints {:?}",
-        taint_names(&lapsed)
-    ));
-
-    // The agent is back: a fresh renewal.
-    let mut current = leases.get("ghost").await.unwrap();
-    current.spec.as_mut().unwrap().renew_time = Some(MicroTime(Timestamp::now()));
-    leases
-        .replace("ghost", &PostParams::default(), &current)
-        .await
-        .unwrap();
-    tl.mark("ghost's Lease renewed");
-    let healthy = eventually("our taints removed", 20, || async {
-        let c = clusters.get("ghost").await.map_err(|e| e.to_string())?;
-        (taint_names(&c).len() == 1)
-            .then(|| c.clone())
-            .ok_or(format!("taints {:?}", taint_names(&c)))
-    })
-    .await;
-    assert_eq!(taint_names(&healthy), ["dedicated:NoSchedule:false"]);
-    assert_eq!(
-        ready_of_cluster(&healthy),
-        Some(("True".into(), "ClusterLeaseRenewed".into()))
-    );
-    tl.mark("ghost Ready=True; only the user's taint left");
     tl.print();
 }
