@@ -37,7 +37,10 @@ pub struct UpArgs {
     pub no_controllers: bool,
     /// Also start this many simulated GPU member clusters (member-1..N; the
     /// last joins in Push mode, the others in Pull mode with an agent);
-    /// their kubeconfigs go to DATA_DIR/members/<name>.kubeconfig.
+    /// their kubeconfigs go to DATA_DIR/members/<name>.kubeconfig. While
+    /// DATA_DIR/members/<name>.down exists that member is down: its Pull
+    /// agent stopped (the file is empty or says `agent`) or its API server
+    /// refusing connections (`api`).
     #[arg(long, env = "HAMI_SIM_CLUSTERS", default_value_t = 0)]
     pub sim_clusters: usize,
     /// Fleet of the simulated clusters: one fleet for all, or a YAML list

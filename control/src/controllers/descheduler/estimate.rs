@@ -37,6 +37,13 @@ impl Unschedulable {
         }
     }
 
+    /// Drops the channels of endpoints no cluster advertises any more
+    /// (an agent that restarted serves on a new port).
+    pub fn keep_only<'a>(&self, endpoints: impl IntoIterator<Item = &'a String>) {
+        let keep: std::collections::HashSet<&String> = endpoints.into_iter().collect();
+        self.channels.lock().retain(|e, _| keep.contains(e));
+    }
+
     fn channel(&self, endpoint: &str) -> Result<Channel, AskError> {
         if let Some(c) = self.channels.lock().get(endpoint) {
             return Ok(c.clone());

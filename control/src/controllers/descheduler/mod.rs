@@ -299,6 +299,7 @@ impl Shared {
         let mut asks: BTreeMap<(String, String), Vec<(String, ObjectReference)>> = BTreeMap::new();
         {
             let index = self.index.read();
+            self.estimators.keep_only(index.endpoints.values());
             for (key, e) in &index.bindings {
                 for cluster in decide::undesired(&e.targets, &e.ready) {
                     if let Some(endpoint) = index.endpoints.get(cluster) {
