@@ -14,7 +14,8 @@
 //!   rest goes to member-2; member-1 holds the plain ResourceQuota and its
 //!   usage flows back into `aggregatedStatus[].memberUsed`; a binding over
 //!   quota shows `QuotaExceeded` in `kubectl describe` (condition and
-//!   Event) and is placed as soon as the other workload is deleted;
+//!   Event), stays refused across a SIGKILL and restart of the control
+//!   plane, and is placed as soon as the other workload is deleted;
 //!   `kubectl get frq` shows used/hard; `hami_quota_*` gauges follow.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -504,7 +505,7 @@ async fn static_assignment_member_quota_and_waiting_binding() {
     let fleets = tmp.path().join("fleets.yaml");
     // member-1: 32 GPUs; member-2: 8.
     std::fs::write(&fleets, indent_list(&[fleet(4, "big"), fleet(1, "small")])).unwrap();
-    let hami = Hami::start_with_args(
+    let mut hami = Hami::start_with_args(
         tmp.path(),
         "127.0.0.1:0",
         &["--sim-clusters", "2", "--fleet", fleets.to_str().unwrap()],
@@ -690,6 +691,34 @@ async fn static_assignment_member_quota_and_waiting_binding() {
         r#"hami_quota_hard{namespace="tenant",quota="team-quota",resource="nvidia.com/gpu"} 20"#
     ));
 
+    // A SIGKILLed and restarted control plane rebuilds the accountant from
+    // the store before it decides anything: the waiting binding is decided
+    // again and still refused (no over-admission), train keeps its place.
+    hami.restart();
+    t.mark("hami-control killed and restarted");
+    let client = hami.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), TENANT);
+    let bindings: Api<ResourceBinding> = Api::namespaced(client.clone(), TENANT);
+    eventually("extra decided again after the restart", 60, || async {
+        let m = reqwest_metrics(&hami);
+        let refused = m
+            .lines()
+            .find(|l| l.starts_with(r#"hami_scheduler_attempts_total{result="quota_exceeded"}"#))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        (refused >= 1)
+            .then_some(())
+            .ok_or(format!("{refused} refusals since the restart"))
+    })
+    .await;
+    let extra = bindings.get("extra-deployment").await.unwrap();
+    assert_eq!(scheduled(&extra).unwrap().1, "QuotaExceeded");
+    assert!(extra.spec.clusters.is_empty(), "{:?}", extra.spec.clusters);
+    let train = bindings.get("train-deployment").await.unwrap();
+    assert_eq!(gpus(&train), 16);
+    t.mark("after the restart: extra still refused, train still 16 GPUs");
+
     // Deleting the other workload lets it in, at once (no polling).
     let deleted = Instant::now();
     deployments
@@ -713,6 +742,7 @@ async fn static_assignment_member_quota_and_waiting_binding() {
     ));
     assert_eq!(placed.values().sum::<i64>(), 6);
     assert!(placed.get("member-1").copied().unwrap_or(0) <= 8);
+    let quotas: Api<FederatedResourceQuota> = Api::namespaced(client.clone(), TENANT);
     eventually("status follows", 30, || async {
         let q = quotas.get("team-quota").await.map_err(|e| e.to_string())?;
         let s = q.status.unwrap_or_default();
@@ -722,6 +752,10 @@ async fn static_assignment_member_quota_and_waiting_binding() {
             .ok_or(format!("{used:?}"))
     })
     .await;
+    t.mark(format!(
+        "status says 6 GPUs used {:.2} s after train was deleted",
+        deleted.elapsed().as_secs_f64()
+    ));
     t.print();
 }
 

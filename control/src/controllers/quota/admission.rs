@@ -31,7 +31,9 @@ use tokio::sync::Notify;
 
 use super::super::feed::Change;
 use super::super::objects::spec_of;
-use super::super::scheduler::status::needs_scheduling;
+use super::super::scheduler::status::{
+    REASON_QUOTA_EXCEEDED, REASON_QUOTA_UNCOUNTABLE, needs_scheduling, scheduled_reason,
+};
 use super::QuotaRef;
 
 /// Which list the gate has seen (the scheduler waits for all three).
@@ -251,10 +253,24 @@ impl QuotaGate {
         for set in inner.waiting.values_mut() {
             set.retain(|k| keep.contains(k.as_str()));
         }
+        // Bindings that were waiting for quota before a restart wait again,
+        // and are decided once now (usage may have dropped meanwhile).
+        let mut requeue = Vec::new();
         for (key, ns, revision, object) in items {
             Self::observe(&mut inner, key, ns, *revision, object, &mut out);
+            if matches!(
+                scheduled_reason(object),
+                Some(REASON_QUOTA_EXCEEDED | REASON_QUOTA_UNCOUNTABLE)
+            ) {
+                inner
+                    .waiting
+                    .entry(ns.to_string())
+                    .or_default()
+                    .insert(key.to_string());
+                requeue.push(key.to_string());
+            }
         }
-        let requeue = Self::waiters(&inner, &out);
+        requeue.extend(Self::waiters(&inner, &out));
         drop(inner);
         self.mark_synced(Feed::Bindings);
         requeue
