@@ -85,6 +85,15 @@ pub struct ObjectLabels {
 /// Status writes are of these objects.
 const OBJECTS: [&str; 2] = ["cluster", "work"];
 
+/// The agent's watches: the member's Nodes and Pods, the control plane's
+/// Works, and the kinds whose status it reflects
+/// ([`super::status::WATCHED_KINDS`]).
+fn watches() -> impl Iterator<Item = &'static str> {
+    ["nodes", "pods", "works"]
+        .into_iter()
+        .chain(super::status::WATCHED_KINDS.iter().map(|k| k.2))
+}
+
 /// The agent's metric families. Cloning shares them, so hami-control
 /// registers them once and binds a clone to every agent it runs
 /// ([`AgentMetrics::for_cluster`]).
@@ -172,6 +181,9 @@ impl AgentMetrics {
         }
         for object in OBJECTS {
             drop(bound.status_writes.get_or_create(&bound.object(object)));
+        }
+        for watch in watches() {
+            drop(bound.watch_restarts.get_or_create(&bound.watch(watch)));
         }
         drop(bound.apply_duration.get_or_create(&bound.labels()));
         drop(bound.lease_renew_failures.get_or_create(&bound.labels()));
@@ -317,6 +329,8 @@ mod tests {
             r#"hami_agent_member_reachable{cluster="member-2"} 1"#,
             r#"hami_agent_apply_duration_seconds_count{cluster="member-1"} 1"#,
             r#"hami_agent_watch_restarts_total{cluster="member-1",watch="pods"} 1"#,
+            r#"hami_agent_watch_restarts_total{cluster="member-2",watch="jobs"} 0"#,
+            r#"hami_agent_watch_restarts_total{cluster="member-2",watch="works"} 0"#,
             r#"hami_agent_status_writes_total{cluster="member-2",object="cluster"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");

@@ -124,6 +124,14 @@ impl EvictionMetrics {
             "Failover reconciles by result (changed, unchanged, error)",
             m.reconciles.clone(),
         );
+        // Every reason's series from the start (at 0): dashboards and alerts
+        // read a rate of 0, not an absent family, before the first eviction.
+        drop(m.evictions.get_or_create(&ReasonLabel {
+            reason: decide::REASON_TAINT,
+        }));
+        for reason in ["ready", "grace_elapsed", "directly"] {
+            drop(m.finished.get_or_create(&ReasonLabel { reason }));
+        }
         m
     }
 }

@@ -72,6 +72,10 @@ impl HealthMetrics {
             "Clusters and Leases skipped because they could not be read",
             m.bad_objects.clone(),
         );
+        // Every verdict's series from the start (at 0), for dashboards.
+        for health in ["healthy", "not_ready", "unreachable"] {
+            drop(m.writes.get_or_create(&HealthLabel { health }));
+        }
         m
     }
 }
