@@ -246,7 +246,7 @@ fn event_object(p: &Pending) -> Value {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "name": format!("{}.{:x}", p.involved.name, nanos.wrapping_add(seq)),
+            "name": format!("{}.{:x}", truncated(&p.involved.name), nanos.wrapping_add(seq)),
             "namespace": namespace,
         },
         "involvedObject": involved,
@@ -260,6 +260,17 @@ fn event_object(p: &Pending) -> Value {
         "lastTimestamp": at,
         "count": 1,
     })
+}
+
+/// An object name short enough to take a `.<16 hex digits>` suffix and
+/// stay a valid name (253 characters at most).
+fn truncated(name: &str) -> &str {
+    const ROOM: usize = 253 - 17;
+    let mut end = name.len().min(ROOM);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].trim_end_matches(['.', '-'])
 }
 
 async fn write(objects: &Objects, kind: &Arc<ResourceKind>, metrics: &EventMetrics, p: Pending) {
@@ -373,6 +384,16 @@ mod tests {
         // It reads as a Kubernetes Event.
         let typed: k8s_openapi::api::core::v1::Event = serde_json::from_value(e).unwrap();
         assert_eq!(typed.reason.as_deref(), Some("EvictionGracePeriodElapsed"));
+    }
+
+    #[test]
+    fn long_names_leave_room_for_the_suffix() {
+        let mut p = pending(Some("shop"));
+        p.involved.name = format!("{}-{}", "a".repeat(240), "b".repeat(20));
+        let e = event_object(&p);
+        let name = e["metadata"]["name"].as_str().unwrap();
+        assert!(name.len() <= 253, "{}", name.len());
+        assert_eq!(truncated("web"), "web");
     }
 
     #[test]
