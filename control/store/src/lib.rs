@@ -16,8 +16,10 @@
 //! `metadata.resourceVersion`, which it injects on read).
 //!
 //! Backends: [`EmbeddedStore`] (the durable default: one redb file, group
-//! commit, see [`embedded`]) and [`MemoryStore`] (non-durable, the model the
-//! embedded store is tested against). In both, `watch(prefix, 0)` replays the
+//! commit, see [`embedded`]), [`MemoryStore`] (non-durable, the model the
+//! embedded store is tested against) and, with the `etcd` feature,
+//! `EtcdStore` (several control planes on one etcd cluster; revisions are
+//! etcd's, see `etcd`). In both, `watch(prefix, 0)` replays the
 //! whole retained history; to start "from now", pass [`Store::current_revision`]
 //! (or a list's `revision`). `Compacted { oldest }` names the oldest retained
 //! event, so any `after >= oldest - 1` is accepted.
@@ -25,11 +27,15 @@
 use async_trait::async_trait;
 
 pub mod embedded;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod hub;
 pub mod memory;
 pub mod metrics;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use memory::{MemoryOptions, MemoryStore};
 pub use metrics::StoreMetrics;
 
@@ -90,7 +96,7 @@ pub struct ListResult {
 
 /// Everything that can go wrong in a store call. A caller maps these onto API
 /// errors: AlreadyExists -> 409, NotFound -> 404, Conflict -> 409,
-/// Compacted -> 410, the rest -> 500/503.
+/// Compacted -> 410, Unavailable and Closed -> 503, the rest -> 500.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
     #[error("key {0} already exists")]
@@ -112,6 +118,10 @@ pub enum StoreError {
     WatcherTooSlow,
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The backend could not be reached or did not answer in time (a
+    /// remote store such as etcd); for a write, its outcome is unknown.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     #[error("the store is closed")]
     Closed,
 }

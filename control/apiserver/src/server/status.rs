@@ -180,9 +180,11 @@ impl ApiError {
             StoreError::Compacted { requested, oldest } => Self::Gone {
                 message: format!("too old resource version: {requested} ({oldest})"),
             },
-            StoreError::Closed | StoreError::WatcherTooSlow => Self::Unavailable {
-                message: err.to_string(),
-            },
+            StoreError::Closed | StoreError::WatcherTooSlow | StoreError::Unavailable(_) => {
+                Self::Unavailable {
+                    message: err.to_string(),
+                }
+            }
             StoreError::Backend(m) => Self::Internal { message: m },
         }
     }
