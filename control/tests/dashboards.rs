@@ -336,6 +336,7 @@ fn dashboards() -> Vec<(String, Value)> {
     for want in [
         "agents.json",
         "control-plane.json",
+        "failover.json",
         "fleet-capacity.json",
         "scheduling.json",
     ] {
@@ -536,11 +537,7 @@ spec:
 #[test]
 fn dashboards_name_only_registered_metrics_and_cluster_gauges_match_the_fleet() {
     let dir = tempfile::tempdir().unwrap();
-    let hami = Hami::start_with_args(
-        dir.path(),
-        "127.0.0.1:0",
-        &["--sim-clusters", "3", "--in-memory"],
-    );
+    let hami = Hami::start_with_args(dir.path(), "127.0.0.1:0", &["--sim-clusters", "3"]);
     // The members join after the API answers: wait for three Ready ones.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
