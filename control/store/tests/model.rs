@@ -91,9 +91,9 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let opts = Opts { history: retained, watcher_capacity: 1024 };
-            let model = Memory.make(opts);
+            let model = Memory.make(opts).await;
             let emb = Embedded::new();
-            let real = emb.make(opts);
+            let real = emb.make(opts).await;
             for (i, op) in ops.iter().enumerate() {
                 let expected = match op {
                     Op::Update(k, _, e) | Op::Delete(k, e) => resolve(&model, KEYS[*k], e),

@@ -2,6 +2,9 @@
 //! backend with the same options, and a bounded wait for the next watch event.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
 use std::time::Duration;
 
 use hami_store::{
@@ -28,14 +31,19 @@ impl Default for Opts {
 /// Builds a fresh store of one backend.
 pub trait Factory {
     type S: Store;
-    fn make(&self, opts: Opts) -> Self::S;
+    fn make(&self, opts: Opts) -> impl Future<Output = Self::S>;
+    /// Makes the store drop the history it no longer keeps (etcd compacts
+    /// when told; the other backends drop it as they write).
+    fn trim_history(&self, _store: &Self::S) -> impl Future<Output = ()> {
+        async {}
+    }
 }
 
 pub struct Memory;
 
 impl Factory for Memory {
     type S = MemoryStore;
-    fn make(&self, opts: Opts) -> MemoryStore {
+    async fn make(&self, opts: Opts) -> MemoryStore {
         MemoryStore::with_options(MemoryOptions {
             history: opts.history as usize,
             watcher_capacity: opts.watcher_capacity,
@@ -70,7 +78,7 @@ pub fn embedded_options(opts: Opts) -> EmbeddedOptions {
 
 impl Factory for Embedded {
     type S = EmbeddedStore;
-    fn make(&self, opts: Opts) -> EmbeddedStore {
+    async fn make(&self, opts: Opts) -> EmbeddedStore {
         let n = self
             .count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
