@@ -6,7 +6,8 @@
 //! `hami-device-plugin` on the fake backend. The fleet runs the sample GPU
 //! Deployment, a CPU Deployment on the Push member, a Deployment no cluster
 //! can hold, and a Cluster with no agent; then a NoExecute taint moves the
-//! GPU replicas off one member (a failover to show on the timeline).
+//! GPU replicas off one member (a failover to show on the timeline), and
+//! the sample FederatedResourceQuota is applied.
 //!
 //! Checked: every target is up (`/api/v1/targets`); `promtool check
 //! metrics` passes on each binary's `/metrics`; every PromQL expression of
@@ -667,6 +668,11 @@ fn prometheus_scrapes_every_binary_and_every_dashboard_and_alert_query_answers()
                 ))
         },
     );
+    // A federated quota for the demo namespace (after the failover: the
+    // sample's static assignment would hold the replacements back).
+    let quota = repo_root().join("samples/40-federated-resource-quota.yaml");
+    let (ok, _, err) = kubectl(&hami, &["apply", "-f", quota.to_str().unwrap()]);
+    assert!(ok, "{err}");
     eprintln!(
         "[prometheus] fleet scheduled, failover done at {:.1}s",
         started.elapsed().as_secs_f64()
