@@ -390,3 +390,92 @@ pub fn read_quota(kv: &KeyValue) -> Option<(QuotaRef, FederatedResourceQuotaSpec
     let spec = spec_of::<FederatedResourceQuotaSpec>(&object)?;
     Some((r, spec))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use hami_store::KeyValue;
+    use serde_json::json;
+
+    fn kv(key: &str, revision: u64, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: serde_json::to_vec(&value).unwrap(),
+            create_revision: 1,
+            mod_revision: revision,
+        }
+    }
+
+    fn quota(gpus: &str) -> Value {
+        json!({"metadata": {"namespace": "ns", "name": "q"},
+               "spec": {"overall": {"nvidia.com/gpu": gpus}}})
+    }
+
+    /// A settled binding of `gpus` one-GPU replicas in cluster a.
+    fn binding(gpus: i32) -> Value {
+        json!({
+            "metadata": {"namespace": "ns", "name": "b", "generation": 1},
+            "spec": {
+                "resource": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "b"},
+                "replicas": gpus,
+                "replicaRequirements": {"resourceRequest": {"nvidia.com/gpu": "1"}},
+                "clusters": [{"name": "a", "replicas": gpus}]
+            },
+            "status": {"schedulerObservedGeneration": 1,
+                       "conditions": [{"type": "Scheduled", "status": "True"}]}
+        })
+    }
+
+    fn state(gpus: i32) -> State {
+        let spec: ResourceBindingSpec =
+            serde_json::from_value(binding(gpus)["spec"].clone()).unwrap();
+        State::from_spec(&spec).unwrap()
+    }
+
+    #[test]
+    fn synced_only_after_every_list_and_waiters_come_back_when_usage_drops() {
+        let gate = QuotaGate::new();
+        gate.on_quota(Change::Reset(vec![kv("/q", 1, quota("4"))]));
+        assert!(!gate.is_synced());
+        let b = binding(3);
+        gate.bindings_listed(&[("/b", "ns", 2, &b)]);
+        gate.on_cluster(&Change::Reset(Vec::new()));
+        assert!(gate.is_synced());
+
+        // 3 of 4 GPUs are held: 2 more are refused and wait.
+        let refused = gate.admit("/c", "ns", state(2)).unwrap_err();
+        assert!(refused.is_exceeded(), "{refused}");
+        assert_eq!(gate.waiting(), 1);
+        // Another binding's scale-down, once written, lets it try again.
+        assert_eq!(
+            gate.binding_changed("/b", "ns", 3, &binding(1)),
+            vec!["/c".to_string()]
+        );
+        gate.admit("/c", "ns", state(2)).unwrap();
+        assert_eq!(gate.waiting(), 0);
+        // Its reservation holds until the write answers; a failed write
+        // gives it back (and wakes nobody: no one waits).
+        assert!(gate.admit("/d", "ns", state(2)).is_err());
+        assert_eq!(gate.cancel("/c"), vec!["/d".to_string()]);
+        // A quota raise wakes the waiters too.
+        assert_eq!(
+            gate.on_quota(Change::Apply(kv("/q", 5, quota("8")))),
+            vec!["/d".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_restart_finds_the_waiting_bindings_again() {
+        let gate = QuotaGate::new();
+        gate.on_quota(Change::Reset(vec![kv("/q", 1, quota("1"))]));
+        let mut waiting = binding(0);
+        waiting["status"]["conditions"][0] =
+            json!({"type": "Scheduled", "status": "False", "reason": "QuotaExceeded"});
+        let requeue = gate.bindings_listed(&[("/w", "ns", 2, &waiting)]);
+        assert_eq!(requeue, vec!["/w".to_string()]);
+        assert_eq!(gate.waiting(), 1);
+        assert_eq!(gate.binding_deleted("/w"), Vec::<String>::new());
+        assert_eq!(gate.waiting(), 0);
+    }
+}
