@@ -759,6 +759,49 @@ fn prometheus_scrapes_every_binary_and_every_dashboard_and_alert_query_answers()
             Err(problems.join("\n"))
         }
     });
+    // The estimators' snapshot gauges are real in every home (hami up's
+    // in-process agents, the agent process, the estimator binary): the
+    // generated fleets' node counts, per cluster.
+    let by_cluster = |q: &str| -> BTreeMap<String, f64> {
+        query(&prom, q)
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["metric"]["cluster"].as_str().unwrap_or("").to_string(),
+                    s["value"][1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let nodes = by_cluster("hami_estimator_snapshot_nodes");
+    let want: BTreeMap<String, f64> = [
+        ("member-1", 2.0),
+        ("member-2", 1.0),
+        ("member-3", 3.0),
+        ("member-4", 2.0),
+        ("estimator-1", 8.0),
+    ]
+    .into_iter()
+    .map(|(c, n)| (c.to_string(), n))
+    .collect();
+    assert_eq!(nodes, want, "hami_estimator_snapshot_nodes by cluster");
+    let pods = by_cluster("hami_estimator_snapshot_pods");
+    assert!(pods["member-1"] >= 1.0, "member-1 runs pods: {pods:?}");
+    // Every agent's series carry its cluster, whichever process runs it.
+    let applies = by_cluster(r#"sum by (cluster) (hami_agent_applies_total{result="applied"})"#);
+    for c in ["member-1", "member-2", "member-3", "member-4"] {
+        assert!(
+            applies.contains_key(c),
+            "no hami_agent_applies_total of {c}: {applies:?}"
+        );
+    }
+    assert!(applies["member-1"] >= 1.0, "{applies:?}");
+    // The embedded store reports its commits.
+    let commits = query(&prom, "hami_store_commit_batch_size_count").unwrap();
+    let n: f64 = commits[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(n >= 10.0, "store commits: {commits:?}");
+
     let ghost = query(&prom, "hami_cluster_ready == 0").unwrap();
     assert!(
         ghost.iter().any(|s| s["metric"]["cluster"] == "ghost"),
