@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use hami_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, Store};
+use hami_store::{EmbeddedOptions, EmbeddedStore, EtcdOptions, EtcdStore, MemoryStore, Store};
 use tokio::net::TcpListener;
 
 use super::{kubeconfig, simclusters};
@@ -29,6 +29,19 @@ pub struct UpArgs {
     /// Keep everything in memory (lost on exit; for tests and demos).
     #[arg(long, env = "HAMI_IN_MEMORY")]
     pub in_memory: bool,
+    /// Keep the objects in etcd instead of DATA_DIR, so that several
+    /// control planes share them: etcd client URLs, comma separated
+    /// (`http://10.0.0.1:2379,http://10.0.0.2:2379`).
+    #[arg(
+        long,
+        env = "HAMI_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        conflicts_with = "in_memory"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// The etcd key prefix the objects live under (with --etcd-endpoints).
+    #[arg(long, env = "HAMI_ETCD_PREFIX", default_value = "/hami/")]
+    pub etcd_prefix: String,
     /// Log format.
     #[arg(long, env = "HAMI_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -107,7 +120,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create data directory {}", args.data_dir.display()))?;
     let mut metric_registry = prometheus_client::registry::Registry::default();
-    let embedded = if args.in_memory {
+    let etcd = if args.etcd_endpoints.is_empty() {
+        None
+    } else {
+        let options = EtcdOptions {
+            endpoints: args.etcd_endpoints.clone(),
+            prefix: args.etcd_prefix.clone(),
+            metrics: hami_store::StoreMetrics::register(&mut metric_registry),
+            ..EtcdOptions::default()
+        };
+        let store = EtcdStore::connect(options)
+            .await
+            .with_context(|| format!("connect to etcd at {}", args.etcd_endpoints.join(",")))?;
+        Some(Arc::new(store))
+    };
+    let embedded = if args.in_memory || etcd.is_some() {
         None
     } else {
         let options = EmbeddedOptions {
@@ -118,9 +145,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("open the store in {}", args.data_dir.display()))?;
         Some(Arc::new(store))
     };
-    let store: Arc<dyn Store> = match &embedded {
-        Some(store) => store.clone(),
-        None => Arc::new(MemoryStore::new()),
+    let store: Arc<dyn Store> = match (&embedded, &etcd) {
+        (Some(store), _) => store.clone(),
+        (None, Some(store)) => store.clone(),
+        (None, None) => Arc::new(MemoryStore::new()),
+    };
+    let store_kind = match (&embedded, &etcd) {
+        (Some(_), _) => "embedded",
+        (None, Some(_)) => "etcd",
+        (None, None) => "memory",
     };
     let registry = hami_kinds::registry().context("build the kind registry")?;
     let config = ServerConfig {
@@ -192,7 +225,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let kubeconfig_path = args.data_dir.join("kubeconfig");
     kubeconfig::write_atomic(&kubeconfig_path, &kubeconfig::render(&url))
         .with_context(|| format!("write {}", kubeconfig_path.display()))?;
-    tracing::info!(%url, store = if args.in_memory { "memory" } else { "embedded" }, "hami API server ready");
+    tracing::info!(%url, store = store_kind, "hami API server ready");
     outln!("hami is serving the Kubernetes API at {url}");
     outln!("  export KUBECONFIG={}", kubeconfig_path.display());
     outln!("  kubectl get namespaces");
@@ -232,6 +265,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let finished = tokio::time::timeout(std::time::Duration::from_secs(10), serving).await;
     if let Some(store) = embedded {
+        store.close();
+    }
+    if let Some(store) = etcd {
         store.close();
     }
     match finished {

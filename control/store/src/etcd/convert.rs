@@ -120,6 +120,10 @@ pub(crate) fn error(e: etcd_client::Error) -> StoreError {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
                 StoreError::Unavailable(format!("etcd: {}", status.message()))
             }
+            // A stream cut by a dropped connection: "transport error".
+            _ if from_transport(status) => {
+                StoreError::Unavailable(format!("etcd: {}", status.message()))
+            }
             _ => StoreError::Backend(format!("etcd: {}", status.message())),
         },
         E::TransportError(_) | E::IoError(_) | E::EndpointError(_) => {
@@ -127,6 +131,18 @@ pub(crate) fn error(e: etcd_client::Error) -> StoreError {
         }
         _ => StoreError::Backend(format!("etcd: {e}")),
     }
+}
+
+/// True when the status stands for a failed connection, not an answer.
+fn from_transport(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// True for etcd's "required revision has been compacted" answer.

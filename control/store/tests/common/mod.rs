@@ -4,6 +4,8 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+pub mod etcd_server;
 
 use std::time::Duration;
 

@@ -1,0 +1,200 @@
+//! A real etcd server for tests: Debian's `etcd` binary (package
+//! etcd-server) on free loopback ports, its data in a temp dir (on tmpfs
+//! when there is one: etcd fsyncs every write), killed on drop.
+//!
+//! Without the binary a test is skipped with the reason printed, except
+//! under `CI=true`, where it fails: CI installs etcd-server.
+//!
+//! Only std and tempfile: hami-control's end-to-end tests include this
+//! file too (`#[path]`).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub struct EtcdServer {
+    child: Child,
+    bin: PathBuf,
+    /// `http://127.0.0.1:PORT`, the client URL.
+    pub endpoint: String,
+    peer: String,
+    dir: TempDir,
+}
+
+/// `$HAMI_TEST_ETCD`, else `etcd` on the PATH.
+fn binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("HAMI_TEST_ETCD") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("etcd"))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+fn temp_dir() -> TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new().prefix("hami-etcd").tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::Builder::new()
+        .prefix("hami-etcd")
+        .tempdir()
+        .unwrap()
+}
+
+impl EtcdServer {
+    /// A running etcd, or `None` (after saying why) when there is no etcd
+    /// binary and this is not CI.
+    pub fn start() -> Option<EtcdServer> {
+        let Some(bin) = binary() else {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "etcd not found on PATH (nor HAMI_TEST_ETCD): CI must install Debian's \
+                     etcd-server (apt-get install -y etcd-server; .ci/run does)"
+                );
+            }
+            eprintln!(
+                "SKIPPED: etcd not found on PATH (nor HAMI_TEST_ETCD); install Debian's \
+                 etcd-server to run the etcd tests"
+            );
+            return None;
+        };
+        // A port picked here may be taken before etcd binds it: try again.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let dir = temp_dir();
+            let (client_l, client) = free_port();
+            let (peer_l, peer) = free_port();
+            drop((client_l, peer_l));
+            let child = match spawn(&bin, dir.path(), client, peer) {
+                Ok(c) => c,
+                Err(e) => panic!("{e}"),
+            };
+            let mut server = EtcdServer {
+                child,
+                bin: bin.clone(),
+                endpoint: format!("http://127.0.0.1:{client}"),
+                peer: format!("http://127.0.0.1:{peer}"),
+                dir,
+            };
+            match server.wait_ready() {
+                Ok(()) => return Some(server),
+                Err(e) => last = e,
+            }
+        }
+        panic!("etcd ({}) did not start:\n{last}", bin.display());
+    }
+
+    fn client_port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn peer_port(&self) -> u16 {
+        self.peer.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("etcd exited ({status}):\n{}", self.log()));
+            }
+            if healthy(self.client_port()) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("etcd not healthy within 30 s:\n{}", self.log()))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    /// Stops etcd (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills etcd and starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.child = spawn(
+                &self.bin,
+                self.dir.path(),
+                self.client_port(),
+                self.peer_port(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            match self.wait_ready() {
+                Ok(()) => return,
+                // The ports were just freed; the OS may still hold them.
+                Err(e) if Instant::now() > deadline => panic!("etcd did not restart: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(bin: &Path, dir: &Path, client: u16, peer: u16) -> Result<Child, String> {
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .map_err(|e| e.to_string())?;
+    Command::new(bin)
+        .arg("--name=test")
+        .arg(format!("--data-dir={}", dir.join("data").display()))
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=test={peer_url}"))
+        .arg("--logger=zap")
+        .arg("--log-level=error")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", bin.display()))
+}
+
+/// etcd's `/health` on the client port says `"health":"true"`.
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.starts_with("HTTP/1.1 200") && body.contains("\"health\":\"true\"")
+}
