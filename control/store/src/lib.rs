@@ -35,7 +35,7 @@ pub mod metrics;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use etcd::{EtcdOptions, EtcdStore, Leadership};
 pub use memory::{MemoryOptions, MemoryStore};
 pub use metrics::StoreMetrics;
 

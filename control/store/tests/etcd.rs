@@ -324,3 +324,59 @@ async fn close_ends_watches_and_refuses_calls() {
     assert_eq!(s.get("a"), Err(StoreError::Closed));
     assert!(matches!(s.watch("", 0), Err(StoreError::Closed)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time_handed_over_on_resign_and_on_death() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let mut raw = client(&server).await;
+    let a = Arc::new(store(&server, "/hami/").await);
+    let b = Arc::new(store(&server, "/hami/").await);
+    let ttl = Duration::from_secs(2);
+    let within = |secs| Duration::from_secs(secs);
+
+    let first = a.campaign("controllers", "replica-a", ttl).await.unwrap();
+    let leader = raw.get("/hami-leader/controllers", None).await.unwrap();
+    assert_eq!(leader.kvs()[0].value(), b"replica-a");
+    assert_eq!(leader.kvs()[0].lease(), first.lease_id());
+    // The key is not one of the store's.
+    assert!(a.list("", None, 0).unwrap().items.is_empty());
+
+    // b waits while a leads (renewing past its TTL), and leads once a resigns.
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.campaign("controllers", "replica-b", ttl).await })
+    };
+    tokio::time::sleep(ttl + Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "two leaders at once");
+    assert!(!first.is_lost());
+    first.resign().await.unwrap();
+    let second = tokio::time::timeout(within(10), waiting)
+        .await
+        .expect("b not elected after a resigned")
+        .unwrap()
+        .unwrap();
+
+    // A leader that dies (stops renewing) is replaced once its lease expires.
+    let third = {
+        let a = a.clone();
+        tokio::spawn(async move { a.campaign("controllers", "replica-a", ttl).await })
+    };
+    drop(second);
+    let third = tokio::time::timeout(within(15), third)
+        .await
+        .expect("a not elected after b died")
+        .unwrap()
+        .unwrap();
+
+    // A leader whose key is taken away knows it has lost.
+    raw.delete("/hami-leader/controllers", None).await.unwrap();
+    tokio::time::timeout(within(10), third.lost())
+        .await
+        .expect("leadership loss not noticed");
+    assert!(third.is_lost());
+    // Another name is another election.
+    let other = b.campaign("other", "replica-b", ttl).await.unwrap();
+    assert!(!other.is_lost());
+}

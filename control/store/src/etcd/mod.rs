@@ -34,7 +34,10 @@ use tokio::sync::{mpsc, watch};
 
 mod cache;
 mod convert;
+mod leader;
 mod watch_forward;
+
+pub use leader::Leadership;
 
 use cache::Cache;
 use convert::Keys;
