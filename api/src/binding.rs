@@ -334,6 +334,10 @@ pub struct ResourceBindingStatus {
     /// metadata.generation the scheduler last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_observed_generation: Option<i64>,
+    /// When the scheduler last wrote a placement (a fresh reschedule is due
+    /// when `spec.rescheduleTriggeredAt` is later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_time: Option<Time>,
     /// Conditions: Scheduled, FullyApplied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

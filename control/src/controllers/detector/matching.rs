@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use hami_api::propagation::{Placement, ResourceSelector};
 use hami_placement::filter::affinity::labels_match;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// How precisely a selector names a template.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,6 +33,8 @@ pub struct Policy {
     pub priority: i32,
     pub selectors: Vec<ResourceSelector>,
     pub placement: Placement,
+    /// `spec.rescheduleTriggeredAt`, copied to the bindings it claims.
+    pub reschedule_triggered_at: Option<Time>,
 }
 
 impl Policy {
@@ -148,6 +151,7 @@ mod tests {
             priority,
             selectors: vec![s],
             placement: Placement::default(),
+            reschedule_triggered_at: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //! ClusterPropagationPolicy becomes a ResourceBinding (ClusterResourceBinding
 //! for cluster-scoped templates) named `<name>-<kind lowercased>`, carrying
 //! the template's reference, replicas and per-replica requirements and the
-//! policy's placement. Changing the template or the policy updates the
+//! policy's placement and `rescheduleTriggeredAt` (the scheduler divides
+//! afresh when that is later than the binding's last scheduling). Changing the template or the policy updates the
 //! binding; deleting the template, or losing every matching policy, deletes it.
 //!
 //! State: the policies, as a synchronous index fed by one store watch over
@@ -211,6 +212,7 @@ impl Shared {
             priority: spec.priority.unwrap_or(0),
             selectors: spec.resource_selectors,
             placement: spec.placement,
+            reschedule_triggered_at: spec.reschedule_triggered_at,
         })
     }
 
@@ -376,6 +378,7 @@ impl Shared {
             replicas: extracted.replicas,
             replica_requirements: extracted.requirements,
             placement: Some(policy.placement.clone()),
+            reschedule_triggered_at: policy.reschedule_triggered_at.clone(),
             ..Default::default()
         };
         let mut spec_value = serde_json::to_value(&spec).unwrap_or_else(|_| json!({}));
@@ -433,7 +436,13 @@ impl Shared {
                     .or_insert_with(|| json!({})),
             );
             let desired = hami_apiserver::meta::as_map(&mut spec_value);
-            for field in ["resource", "replicas", "replicaRequirements", "placement"] {
+            for field in [
+                "resource",
+                "replicas",
+                "replicaRequirements",
+                "placement",
+                "rescheduleTriggeredAt",
+            ] {
                 match desired.remove(field) {
                     Some(v) => spec_out.insert(field.into(), v),
                     None => spec_out.remove(field),

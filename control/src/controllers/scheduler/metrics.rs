@@ -33,6 +33,7 @@ pub struct SchedulerMetrics {
     pub estimator_errors: Counter,
     pub unschedulable: Gauge,
     pub writes_in_flight: Gauge,
+    pub fresh_reschedules: Counter,
 }
 
 impl SchedulerMetrics {
@@ -52,6 +53,7 @@ impl SchedulerMetrics {
             estimator_errors: Counter::default(),
             unschedulable: Gauge::default(),
             writes_in_flight: Gauge::default(),
+            fresh_reschedules: Counter::default(),
         };
         let sub = registry.sub_registry_with_prefix("hami_scheduler");
         sub.register(
@@ -93,6 +95,11 @@ impl SchedulerMetrics {
             "writes_in_flight",
             "Decision writes submitted to the store and not yet durable",
             m.writes_in_flight.clone(),
+        );
+        sub.register(
+            "fresh_reschedules",
+            "Decisions divided afresh because the binding's rescheduleTriggeredAt is later than its lastScheduledTime",
+            m.fresh_reschedules.clone(),
         );
         m
     }

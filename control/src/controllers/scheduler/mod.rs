@@ -17,6 +17,11 @@
 //! * Cluster changes requeue only the bindings whose last decision was
 //!   unschedulable; a cluster whose free resources changed has reported what
 //!   was assigned to it, so its reservations are released.
+//! * Fresh reschedule: a binding whose `spec.rescheduleTriggeredAt` (copied
+//!   by the detector from its policy) is later than `status.lastScheduledTime`
+//!   (set by every successful decision) is divided as if it were new,
+//!   ignoring where its replicas run ([`status::reschedule_required`]);
+//!   otherwise a decision keeps the current placement as far as it can.
 //! * Quota: the scheduler is the single writer that raises `spec.clusters`,
 //!   so it holds the quota accountant ([`QuotaGate`]). For a binding in a
 //!   namespace with a FederatedResourceQuota, each cluster's estimate is
@@ -528,7 +533,18 @@ impl Shared {
                 Some((_, None, name)) => name.to_string(),
                 None => key.clone(),
             };
-            let view = BindingView::from_spec(&view_key, &spec, false);
+            // A fresh reschedule trigger divides anew, as for a new
+            // binding; otherwise the current placement is kept as far as
+            // it can be (recovery never pulls replicas back).
+            let fresh = status::reschedule_required(&stored.object);
+            if fresh {
+                self.metrics.fresh_reschedules.inc();
+                tracing::info!(
+                    key,
+                    "scheduler: rescheduleTriggeredAt is later than the last scheduling; dividing afresh"
+                );
+            }
+            let view = BindingView::from_spec(&view_key, &spec, fresh);
             let ns = self
                 .parse_key(&key)
                 .and_then(|(_, ns, _)| ns)

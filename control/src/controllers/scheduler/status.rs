@@ -5,6 +5,7 @@
 
 use hami_api::common::CONDITION_SCHEDULED;
 use hami_placement::{Decision, Unschedulable};
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 /// Condition reason: the binding got clusters.
@@ -55,6 +56,28 @@ pub fn needs_scheduling(object: &Value) -> bool {
     generation != observed || scheduled_condition(object).is_none()
 }
 
+/// Whether the binding asks for a fresh division, ignoring where its
+/// replicas run now (Karmada's `RescheduleRequired`): its
+/// `spec.rescheduleTriggeredAt` is later than `status.lastScheduledTime`.
+/// Never before a first successful scheduling (which is fresh anyway);
+/// both times are whole seconds, so a trigger in the same second as the
+/// last scheduling asks for nothing.
+pub fn reschedule_required(object: &Value) -> bool {
+    let time = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Timestamp>().ok())
+    };
+    match (
+        time("/spec/rescheduleTriggeredAt"),
+        time("/status/lastScheduledTime"),
+    ) {
+        (Some(triggered), Some(last)) => triggered > last,
+        _ => false,
+    }
+}
+
 /// The `Scheduled` condition's status ("True"/"False"), if any.
 pub fn scheduled_condition(object: &Value) -> Option<&str> {
     object
@@ -67,10 +90,17 @@ pub fn scheduled_condition(object: &Value) -> Option<&str> {
 }
 
 /// The binding as the decision leaves it: on success `spec.clusters` is the
-/// decision's; either way the `Scheduled` condition says what happened
-/// (its lastTransitionTime moves only when its status flips).
+/// decision's and `status.lastScheduledTime` is `now`; either way the
+/// `Scheduled` condition says what happened (its lastTransitionTime moves
+/// only when its status flips).
 pub fn apply(current: &Value, result: &Result<Decision, Unschedulable>, now: &str) -> Value {
     let mut new = current.clone();
+    if result.is_ok() {
+        let root = hami_apiserver::meta::as_map(&mut new);
+        let status =
+            hami_apiserver::meta::as_map(root.entry("status").or_insert_with(|| json!({})));
+        status.insert("lastScheduledTime".into(), json!(now));
+    }
     let (state, reason, message) = match result {
         Ok(d) => {
             let mut message = "Binding has been scheduled successfully.".to_string();
@@ -173,9 +203,69 @@ mod tests {
         );
         assert_eq!(scheduled_condition(&out), Some("True"));
         assert_eq!(out["status"]["schedulerObservedGeneration"], json!(2));
+        assert_eq!(out["status"]["lastScheduledTime"], "t1");
         assert!(!needs_scheduling(&out));
-        let again = apply(&out, &d, "t2");
+        let again = apply(&out, &d, "t1");
         assert_eq!(again, out, "same decision, same object: no write");
+        let later = apply(&out, &d, "t2");
+        assert_eq!(later["status"]["lastScheduledTime"], "t2");
+        assert_eq!(later["spec"], out["spec"]);
+    }
+
+    #[test]
+    fn a_trigger_later_than_the_last_scheduling_asks_for_a_fresh_division() {
+        // (rescheduleTriggeredAt, lastScheduledTime, fresh)
+        let cases = [
+            (None, None, false),
+            (Some("2025-01-01T00:00:10Z"), None, false),
+            (None, Some("2025-01-01T00:00:10Z"), false),
+            (
+                Some("2025-01-01T00:00:11Z"),
+                Some("2025-01-01T00:00:10Z"),
+                true,
+            ),
+            (
+                Some("2025-01-01T00:00:10Z"),
+                Some("2025-01-01T00:00:10Z"),
+                false,
+            ),
+            (
+                Some("2025-01-01T00:00:09Z"),
+                Some("2025-01-01T00:00:10Z"),
+                false,
+            ),
+            // Offsets are compared as instants, not as text.
+            (
+                Some("2025-01-01T01:00:11+01:00"),
+                Some("2025-01-01T00:00:10Z"),
+                true,
+            ),
+            (Some("not a time"), Some("2025-01-01T00:00:10Z"), false),
+        ];
+        for (triggered, last, want) in cases {
+            let mut b = binding();
+            if let Some(t) = triggered {
+                b["spec"]["rescheduleTriggeredAt"] = json!(t);
+            }
+            if let Some(l) = last {
+                b["status"] = json!({"lastScheduledTime": l});
+            }
+            assert_eq!(reschedule_required(&b), want, "{triggered:?} vs {last:?}");
+        }
+        // A successful scheduling consumes the trigger; a failed one does not.
+        let mut b = binding();
+        b["spec"]["rescheduleTriggeredAt"] = json!("2025-01-01T00:00:11Z");
+        b["status"] = json!({"lastScheduledTime": "2025-01-01T00:00:10Z"});
+        let none = schedule(&BindingView::new("ns/b", 2, Default::default()), &[], &[]);
+        let failed = apply(&b, &none, "2025-01-01T00:00:12Z");
+        assert!(reschedule_required(&failed));
+        let d = schedule(
+            &BindingView::new("ns/b", 2, Default::default()),
+            &[ClusterView::new("a")],
+            &[Some(10)],
+        );
+        let done = apply(&b, &d, "2025-01-01T00:00:12Z");
+        assert!(!reschedule_required(&done));
     }
 
     #[test]
