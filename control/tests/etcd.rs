@@ -128,6 +128,66 @@ async fn objects_live_in_etcd_across_replicas_and_restarts() {
     );
 }
 
+/// `hami_controllers_leader` from the control plane's /metrics.
+fn leader(hami: &Hami) -> Result<i64, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&hami.listen).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: hami\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("hami_controllers_leader "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no hami_controllers_leader in /metrics".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_control_plane_runs_the_controllers_and_another_takes_over() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let args = [
+        "--etcd-endpoints",
+        &etcd.endpoint,
+        "--etcd-leader-ttl",
+        "2s",
+    ];
+    let dir1 = tempfile::tempdir().unwrap();
+    let mut one = Hami::start_with_args(dir1.path(), "127.0.0.1:0", &args);
+    let is = |want: i64| {
+        move |got: Result<i64, String>| match got {
+            Ok(v) if v == want => Ok(v),
+            Ok(v) => Err(format!("hami_controllers_leader is {v}")),
+            Err(e) => Err(e),
+        }
+    };
+    eventually("the first control plane leads", 20, || async {
+        is(1)(leader(&one))
+    })
+    .await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let two = Hami::start_with_args(dir2.path(), "127.0.0.1:0", &args);
+    // Longer than the lease: the second still only serves the API.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(leader(&two), Ok(0));
+    assert_eq!(leader(&one), Ok(1));
+
+    // The leader dies without a word: the other takes over once its lease
+    // expires, and the first, started again, waits.
+    one.kill();
+    eventually("the second control plane takes over", 30, || async {
+        is(1)(leader(&two))
+    })
+    .await;
+    one.restart();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(leader(&one), Ok(0));
+    assert_eq!(leader(&two), Ok(1));
+}
+
 #[test]
 fn hami_up_without_etcd_fails_saying_so() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

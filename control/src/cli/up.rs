@@ -42,6 +42,11 @@ pub struct UpArgs {
     /// The etcd key prefix the objects live under (with --etcd-endpoints).
     #[arg(long, env = "HAMI_ETCD_PREFIX", default_value = "/hami/")]
     pub etcd_prefix: String,
+    /// With etcd, one control plane runs the controllers: the holder of an
+    /// etcd lease of this TTL (the others serve the API and wait; a dead
+    /// leader is replaced within it).
+    #[arg(long, env = "HAMI_ETCD_LEADER_TTL", default_value = "15s", value_parser = parse_positive_duration)]
+    pub etcd_leader_ttl: std::time::Duration,
     /// Log format.
     #[arg(long, env = "HAMI_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -164,6 +169,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let cluster_metrics = crate::metrics::ClusterMetrics::register(&mut metric_registry);
     let controller_metrics = (!args.no_controllers)
         .then(|| crate::controllers::ControllerMetrics::register(&mut metric_registry));
+    let leading = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    metric_registry.register(
+        "hami_controllers_leader",
+        "1 while this control plane runs the controllers (with etcd: holds the leader lease)",
+        leading.clone(),
+    );
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
@@ -189,6 +200,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("start the cluster metrics")?;
     let url = format!("http://{}", loopback_if_unspecified(addr));
     let mut controllers = Vec::new();
+    // Why this replica must stop (it lost the controllers' lease).
+    let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
     // In-process agents (the simulated Pull members) report into the same
     // agent/estimator families as the Push agents.
     let agent_metrics = controller_metrics.as_ref().map(|m| m.push.agent_metrics());
@@ -213,9 +226,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
         };
-        controllers =
-            crate::controllers::start(server.state().clone(), m, push, failover, stopped.clone())
-                .context("start the controllers")?;
+        let state = server.state().clone();
+        let stop_controllers = stopped.clone();
+        let start = move || {
+            crate::controllers::start(state, m, push, failover, stop_controllers)
+                .context("start the controllers")
+        };
+        match &etcd {
+            None => {
+                controllers = start()?;
+                leading.set(1);
+            }
+            Some(store) => {
+                let lease = Lease {
+                    store: store.clone(),
+                    identity: format!("{url} (pid {})", std::process::id()),
+                    ttl: args.etcd_leader_ttl,
+                    leading,
+                };
+                controllers.push(tokio::spawn(lead(lease, start, stopped.clone(), lost_tx)));
+            }
+        }
     }
     let mut stopped_rx = stopped;
     let serving = tokio::spawn(server.serve(listener, async move {
@@ -244,9 +275,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
 
     let mut serving = serving;
+    let mut fatal = None;
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down"),
         result = &mut serving => return flatten(result),
+        Ok(reason) = &mut lost => {
+            tracing::error!(%reason, "shutting down: this control plane may no longer run the controllers");
+            fatal = Some(reason);
+        }
     }
     // Pull agents first, then the controllers (the Push agents among
     // them) while the members still answer, then the members.
@@ -270,12 +306,75 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(store) = etcd {
         store.close();
     }
+    if let Some(reason) = fatal {
+        anyhow::bail!("{reason}");
+    }
     match finished {
         Ok(result) => flatten(result),
         Err(_) => {
             tracing::warn!("connections did not close within 10 s");
             Ok(())
         }
+    }
+}
+
+/// The controllers' lease in etcd and who asks for it.
+struct Lease {
+    store: Arc<EtcdStore>,
+    identity: String,
+    ttl: std::time::Duration,
+    leading: prometheus_client::metrics::gauge::Gauge<i64>,
+}
+
+/// With etcd, runs the controllers only while this replica holds the
+/// lease: waits for it, starts them, and on shutdown stops them and
+/// resigns (another replica takes over at once). Losing the lease (or
+/// failing to ask for it) is reported on `lost`: the process then exits,
+/// so that two replicas never run the controllers together.
+async fn lead(
+    lease: Lease,
+    start: impl FnOnce() -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    lost: tokio::sync::oneshot::Sender<String>,
+) {
+    let campaign = lease
+        .store
+        .campaign("controllers", &lease.identity, lease.ttl);
+    let leadership = tokio::select! {
+        result = campaign => match result {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = lost.send(format!("asking etcd for the controllers' lease: {e}"));
+                return;
+            }
+        },
+        _ = stopped.wait_for(|s| *s) => return,
+    };
+    tracing::info!(
+        identity = lease.identity,
+        "leading: starting the controllers"
+    );
+    let controllers = match start() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = lost.send(format!("{e:#}"));
+            return;
+        }
+    };
+    lease.leading.set(1);
+    let stopping = tokio::select! {
+        _ = stopped.wait_for(|s| *s) => true,
+        _ = leadership.lost() => false,
+    };
+    if !stopping {
+        lease.leading.set(0);
+        let _ = lost.send("lost the controllers' etcd lease".into());
+        return;
+    }
+    futures::future::join_all(controllers).await;
+    lease.leading.set(0);
+    if let Err(e) = leadership.resign().await {
+        tracing::warn!(error = %e, "resigning the controllers' lease failed; it expires on its own");
     }
 }
 
