@@ -19,6 +19,10 @@
 //! * [`descheduler`]: replicas that stay Pending in a full cluster move to
 //!   one with room within two descheduler periods; ready ones are not
 //!   touched.
+//! * [`rebalance`]: after a taint-driven move and the taint's removal
+//!   nothing moves back; `rescheduleTriggeredAt` set on the policy with
+//!   kubectl divides afresh (member-1 included) without readyReplicas
+//!   reaching 0.
 //! * [`flapping`]: a member down 5 s / up 5 s three times: evictions stay
 //!   within the rate, no binding moves twice, the placement settles.
 //!
@@ -35,4 +39,5 @@ mod descheduler;
 mod flapping;
 mod lease;
 mod never_ready;
+mod rebalance;
 mod taint;
