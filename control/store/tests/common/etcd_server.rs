@@ -26,10 +26,10 @@ pub struct EtcdServer {
     dir: TempDir,
 }
 
-/// `$HAMI_TEST_ETCD`, else `etcd` on the PATH.
+/// `$HAMI_TEST_ETCD` when set (and a file), else `etcd` on the PATH.
 fn binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("HAMI_TEST_ETCD") {
-        return Some(PathBuf::from(path));
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join("etcd"))
