@@ -69,6 +69,12 @@ pub struct UpArgs {
     /// called unreachable (Ready=Unknown, taint cluster.hami.io/unreachable).
     #[arg(long, env = "HAMI_CLUSTER_GRACE", default_value = "40s", value_parser = parse_duration)]
     pub cluster_grace: std::time::Duration,
+    /// How long a cluster must stay healthy without a break before the
+    /// health taints and Ready=Unknown of an earlier outage go (Karmada's
+    /// --cluster-success-threshold), so a flapping cluster is not let back
+    /// in at its first renewal.
+    #[arg(long, env = "HAMI_CLUSTER_SUCCESS_THRESHOLD", default_value = "30s", value_parser = parse_duration)]
+    pub cluster_success_threshold: std::time::Duration,
     /// Also taint unreachable and not-ready clusters NoExecute, so that
     /// bindings that do not tolerate it move away (graceful eviction).
     #[arg(long, env = "HAMI_NO_EXECUTE_ON_UNREADY")]
@@ -215,6 +221,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             health: crate::controllers::health::HealthOptions {
                 grace: args.cluster_grace,
                 no_execute: args.no_execute_on_unready,
+                success_threshold: args.cluster_success_threshold,
             },
             eviction: crate::controllers::eviction::EvictionOptions {
                 rate: args.eviction_rate,

@@ -11,7 +11,8 @@ use crate::common::*;
 /// ready in member-2/3 and only then member-1's Work is deleted. The Work
 /// keeps its deletion pending (the agent's finalizer) until the agent is
 /// back; then it goes, member-1's copy is deleted, member-1 is healthy
-/// again and nothing moves back.
+/// again (its taints go after 2 s of health, `--cluster-success-threshold`)
+/// and nothing moves back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_agent_moves_its_gpu_replicas_without_dropping_to_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -25,6 +26,8 @@ async fn a_stopped_agent_moves_its_gpu_replicas_without_dropping_to_zero() {
             "--sim-lease-renew",
             "1s",
             "--cluster-grace",
+            "2s",
+            "--cluster-success-threshold",
             "2s",
             "--no-execute-on-unready",
         ],

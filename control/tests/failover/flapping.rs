@@ -5,7 +5,8 @@ use crate::common::*;
 /// Issue 6, a flapping cluster: member-1's API server goes down for 5 s and
 /// up for 5 s, three times (its agent keeps running but cannot reach it, so
 /// it stops renewing its Lease — renewed every second here, lasting 4 s, no
-/// extra grace — and reports Ready=False). Six Deployments without
+/// extra grace — and reports Ready=False; its health taints go once it has
+/// been healthy for 2 s, `--cluster-success-threshold`). Six Deployments without
 /// tolerations have a replica there; evictions are limited to 1 per second.
 /// Sampled every 100 ms: evictions in any stretch of time stay within the
 /// rate (plus the one-eviction burst); no binding is evicted from member-1
@@ -27,6 +28,8 @@ async fn a_flapping_cluster_causes_no_eviction_storm() {
             "1s",
             "--cluster-grace",
             "0s",
+            "--cluster-success-threshold",
+            "2s",
             "--no-execute-on-unready",
             "--eviction-rate",
             "1",
@@ -130,12 +133,31 @@ async fn a_flapping_cluster_causes_no_eviction_storm() {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let c = clusters.get("member-1").await.unwrap();
         outage(&hami, "member-1", None);
+        let up = std::time::Instant::now();
         tl.mark(format!(
             "cycle {cycle}: member-1's API up (it had {:?}, taints {:?})",
             ready_of_cluster(&c),
             taint_names(&c)
         ));
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Up for 5 s; when do the health taints go?
+        let mut cleared = !has_our_taints(&c);
+        while up.elapsed() < Duration::from_secs(5) {
+            if !cleared && let Ok(c) = clusters.get("member-1").await {
+                cleared = !has_our_taints(&c);
+                if cleared {
+                    let after = up.elapsed();
+                    tl.mark(format!(
+                        "cycle {cycle}: member-1's health taints removed {:.1}s after its API came back",
+                        after.as_secs_f64()
+                    ));
+                    assert!(
+                        after >= Duration::from_secs(2),
+                        "removed before the success threshold"
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     eventually("member-1 healthy, no task, all ready", 60, || async {

@@ -4,9 +4,11 @@ use crate::common::*;
 
 /// A Pull cluster whose agent Lease lapsed: Ready=Unknown and the
 /// unreachable taints (NoExecute too with `--no-execute-on-unready`); once
-/// the Lease is renewed only those taints go, the user's stays. The Lease
-/// says "renewed an hour ago", yet the verdict comes only a Lease duration
-/// plus the grace after the controller started (2 s + 1 s here).
+/// the Lease is renewed (every 500 ms from then on) only those taints go,
+/// the user's stays, and only after the cluster has been healthy for
+/// `--cluster-success-threshold` (3 s here). The Lease says "renewed an
+/// hour ago", yet the verdict comes only a Lease duration plus the grace
+/// after the controller started (2 s + 1 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lapsed_lease_taints_the_cluster_and_renewal_untaints_only_ours() {
     use k8s_openapi::api::coordination::v1::Lease;
@@ -21,6 +23,8 @@ async fn lapsed_lease_taints_the_cluster_and_renewal_untaints_only_ours() {
             "--in-memory",
             "--cluster-grace",
             "1s",
+            "--cluster-success-threshold",
+            "3s",
             "--no-execute-on-unready",
         ],
     );
@@ -86,21 +90,43 @@ async fn lapsed_lease_taints_the_cluster_and_renewal_untaints_only_ours() {
         taint_names(&lapsed)
     ));
 
-    // The agent is back: a fresh renewal.
-    let mut current = leases.get("ghost").await.unwrap();
-    current.spec.as_mut().unwrap().renew_time = Some(MicroTime(Timestamp::now()));
-    leases
-        .replace("ghost", &PostParams::default(), &current)
-        .await
-        .unwrap();
-    tl.mark("ghost's Lease renewed");
+    // The agent is back: it renews every 500 ms from now on.
+    let renewed_at = std::time::Instant::now();
+    let renewing = Arc::new(AtomicBool::new(true));
+    let renewer = {
+        let (leases, renewing) = (leases.clone(), renewing.clone());
+        tokio::spawn(async move {
+            while renewing.load(Ordering::Relaxed) {
+                if let Ok(mut current) = leases.get("ghost").await {
+                    current.spec.as_mut().unwrap().renew_time = Some(MicroTime(Timestamp::now()));
+                    let _ = leases
+                        .replace("ghost", &PostParams::default(), &current)
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    tl.mark("ghost's Lease renewed (every 500 ms from now on)");
     let healthy = eventually("our taints removed", 20, || async {
         let c = clusters.get("ghost").await.map_err(|e| e.to_string())?;
-        (taint_names(&c).len() == 1)
-            .then(|| c.clone())
-            .ok_or(format!("taints {:?}", taint_names(&c)))
+        if taint_names(&c).len() == 1 {
+            return Ok(c.clone());
+        }
+        Err(format!("taints {:?}", taint_names(&c)))
     })
     .await;
+    let untainted = renewed_at.elapsed();
+    renewing.store(false, Ordering::Relaxed);
+    renewer.await.unwrap();
+    tl.mark(format!(
+        "our taints removed {:.1}s after the first renewal",
+        untainted.as_secs_f64()
+    ));
+    assert!(
+        untainted >= Duration::from_secs(3),
+        "healthy for less than the success threshold: {untainted:?}"
+    );
     assert_eq!(taint_names(&healthy), ["dedicated:NoSchedule:false"]);
     assert_eq!(
         ready_of_cluster(&healthy),

@@ -15,6 +15,12 @@
 //!   and `timeAdded` set); a user's taints, even with the same key, stay.
 //!   A Ready=Unknown this controller wrote turns True again (the agent
 //!   renews its Lease only while it reaches its member).
+//! * Damping ([`step`], Karmada's `--cluster-success-threshold`): a cluster
+//!   that carries what an unhealthy verdict gave it (our taints, our
+//!   Ready=Unknown) keeps it until it has been judged healthy without a
+//!   break for `success_threshold`; any unhealthy verdict in between starts
+//!   the count again. Becoming unhealthy is not damped (the Lease's own
+//!   duration plus `grace` already is).
 //!
 //! A cluster with no Lease (Push mode, or a Pull agent not yet registered)
 //! is judged by its reported Ready condition only.
@@ -48,6 +54,9 @@ pub struct HealthOptions {
     pub grace: Duration,
     /// Also taint unhealthy clusters NoExecute (evicts what they run).
     pub no_execute: bool,
+    /// How long a cluster must be healthy without a break before the
+    /// taints and condition of an unhealthy verdict go.
+    pub success_threshold: Duration,
 }
 
 impl Default for HealthOptions {
@@ -55,6 +64,7 @@ impl Default for HealthOptions {
         Self {
             grace: Duration::from_secs(40),
             no_execute: false,
+            success_threshold: Duration::from_secs(30),
         }
     }
 }
@@ -231,6 +241,66 @@ pub fn decide(
         return None;
     }
     Some(Desired { conditions, taints })
+}
+
+/// One judgement of a cluster with damping: what [`step`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub health: Health,
+    /// Since when the cluster has been judged healthy without a break
+    /// (`None` while it is not); the caller keeps it for the next step.
+    pub healthy_since: Option<Timestamp>,
+    /// Healthy, but keeping an unhealthy verdict until it has been healthy
+    /// for the success threshold.
+    pub held: bool,
+    /// What to write; `None` when nothing changes (also while `held`).
+    pub desired: Option<Desired>,
+}
+
+/// Whether the cluster carries what an unhealthy verdict of this
+/// controller gave it: one of our taints, or our Ready=Unknown.
+fn carries_verdict(cluster: &Cluster) -> bool {
+    cluster.spec.taints.iter().any(is_ours)
+        || ready_condition(cluster)
+            .is_some_and(|c| c.status == "Unknown" && c.reason == REASON_UNKNOWN)
+}
+
+/// Judges the cluster at `now`, given since when it had been healthy
+/// without a break before this judgement (`healthy_since`, from the
+/// previous step; `None` at first or after an unhealthy verdict). A
+/// cluster that is healthy but still carries an unhealthy verdict keeps it
+/// until it has been healthy for `opts.success_threshold`; everything else
+/// is [`decide`]'s.
+pub fn step(
+    cluster: &Cluster,
+    lease: Option<&LeaseView>,
+    now: Timestamp,
+    opts: &HealthOptions,
+    healthy_since: Option<Timestamp>,
+) -> Verdict {
+    let health = health(cluster, lease, now, opts);
+    let healthy_since = match health {
+        Health::Healthy => Some(healthy_since.unwrap_or(now).min(now)),
+        Health::NotReady | Health::Unreachable => None,
+    };
+    let settled = healthy_since.is_some_and(|since| {
+        SignedDuration::try_from(opts.success_threshold)
+            .ok()
+            .and_then(|d| since.checked_add(d).ok())
+            .is_some_and(|end| end <= now)
+    });
+    let held = health == Health::Healthy && !settled && carries_verdict(cluster);
+    let desired = if held {
+        None
+    } else {
+        decide(cluster, lease, now, opts)
+    };
+    Verdict {
+        health,
+        healthy_since,
+        held,
+        desired,
+    }
 }
 
 /// The Event of a health change written with `taints`: its type, reason

@@ -122,6 +122,7 @@ fn lapsed_lease_with_no_execute_option_adds_both_effects() {
     let opts = HealthOptions {
         grace: Duration::from_secs(5),
         no_execute: true,
+        ..HealthOptions::default()
     };
     assert_eq!(
         decide(&c, Some(&lease()), t(45), &opts),
@@ -311,5 +312,255 @@ fn a_renewal_after_the_agents_false_makes_it_stale() {
     assert_eq!(
         health(&c, Some(&restarted), t(121), &opts),
         Health::NotReady
+    );
+}
+
+/// What one step of the damped judgement sees: at `at`, the Lease renewed
+/// at `renewed` (lasting 4 s, no grace: lapsed 4 s later) and the agent's
+/// Ready condition (status, since).
+struct Seen {
+    at: i64,
+    renewed: i64,
+    agent_ready: (&'static str, i64),
+}
+
+/// After one step: (its time, the taint keys of ours, whether held).
+type StepOut = (i64, Vec<String>, bool);
+
+/// Runs `steps` through [`step`] as the controller does (each write
+/// applied to the cluster, `healthy_since` carried over) and returns, per
+/// step, the taint keys the cluster carries afterwards and whether the
+/// verdict was held.
+fn run_steps(threshold: u64, steps: &[Seen]) -> Vec<StepOut> {
+    let opts = HealthOptions {
+        grace: Duration::ZERO,
+        no_execute: true,
+        success_threshold: Duration::from_secs(threshold),
+    };
+    let mut c = cluster(vec![user_taint("dedicated", "NoSchedule")], None);
+    let mut since = None;
+    let mut out = Vec::new();
+    for s in steps {
+        let (status, at) = s.agent_ready;
+        let cond = Condition {
+            last_transition_time: Time(t(at)),
+            ..ready(status, "Agent")
+        };
+        // The agent's own condition, unless ours (Unknown) replaced it.
+        let conditions = &mut c.status.as_mut().unwrap().conditions;
+        match conditions.first() {
+            Some(r) if r.reason == REASON_UNKNOWN && status == "True" => {}
+            _ => *conditions = vec![cond],
+        }
+        let lease = LeaseView {
+            renew_time: t(s.renewed),
+            duration: Duration::from_secs(4),
+            renewed: t(s.renewed),
+        };
+        let v = step(&c, Some(&lease), t(s.at), &opts, since);
+        since = v.healthy_since;
+        if let Some(d) = v.desired {
+            c.spec.taints = d.taints;
+            c.status.as_mut().unwrap().conditions = d.conditions;
+        }
+        let ours: Vec<String> = keys(&c.spec.taints)
+            .into_iter()
+            .filter(|k| k.ends_with(":true"))
+            .collect();
+        out.push((s.at, ours, v.held));
+    }
+    out
+}
+
+fn seen(at: i64, renewed: i64, agent_ready: (&'static str, i64)) -> Seen {
+    Seen {
+        at,
+        renewed,
+        agent_ready,
+    }
+}
+
+#[test]
+fn health_taints_go_only_after_the_success_threshold_of_unbroken_health() {
+    const UNREACHABLE: [&str; 2] = [
+        "cluster.hami.io/unreachable:NoSchedule:true",
+        "cluster.hami.io/unreachable:NoExecute:true",
+    ];
+    let ok = ("True", 0);
+    // The agent stops renewing at 0; lapsed after 4 s; renews again from 10.
+    let outage = [
+        seen(1, 0, ok),
+        seen(5, 0, ok),   // lapsed: tainted
+        seen(10, 10, ok), // renewed: healthy from 10, held
+        seen(12, 12, ok),
+        seen(14, 14, ok),
+    ];
+    // (threshold, [(after step at, taints of ours, held)])
+    let tainted = |at, held| (at, UNREACHABLE.map(String::from).to_vec(), held);
+    let clean = |at| (at, Vec::<String>::new(), false);
+    let cases: Vec<(u64, Vec<StepOut>)> = vec![
+        (
+            0,
+            vec![clean(1), tainted(5, false), clean(10), clean(12), clean(14)],
+        ),
+        (
+            2,
+            vec![
+                clean(1),
+                tainted(5, false),
+                tainted(10, true),
+                clean(12),
+                clean(14),
+            ],
+        ),
+        (
+            4,
+            vec![
+                clean(1),
+                tainted(5, false),
+                tainted(10, true),
+                tainted(12, true),
+                clean(14),
+            ],
+        ),
+        (
+            30,
+            vec![
+                clean(1),
+                tainted(5, false),
+                tainted(10, true),
+                tainted(12, true),
+                tainted(14, true),
+            ],
+        ),
+    ];
+    for (threshold, want) in cases {
+        assert_eq!(
+            run_steps(threshold, &outage),
+            want,
+            "threshold {threshold}s"
+        );
+    }
+}
+
+#[test]
+fn a_break_in_health_starts_the_count_again_and_keeps_the_first_time_added() {
+    // Lapsed at 5, renewed at 10 and 12, lapsed again at 17 (renewed at 12,
+    // lasting 4 s), renewed from 18 on. Threshold 4 s: the healthy stretch
+    // 10..16 is broken at 17, so the taints stay until 22 (18 + 4).
+    let ok = ("True", 0);
+    let steps = [
+        seen(5, 0, ok),
+        seen(10, 10, ok),
+        seen(12, 12, ok),
+        seen(17, 12, ok),
+        seen(18, 18, ok),
+        seen(21, 21, ok),
+        seen(22, 22, ok),
+    ];
+    let got = run_steps(4, &steps);
+    let tainted: Vec<i64> = got
+        .iter()
+        .filter(|(_, ours, _)| !ours.is_empty())
+        .map(|(at, _, _)| *at)
+        .collect();
+    assert_eq!(tainted, [5, 10, 12, 17, 18, 21]);
+    let held: Vec<i64> = got.iter().filter(|s| s.2).map(|s| s.0).collect();
+    assert_eq!(held, [10, 12, 18, 21], "held only while healthy");
+    // Never re-added while held: the flap did not restart tolerationSeconds.
+    let opts = HealthOptions {
+        grace: Duration::ZERO,
+        no_execute: true,
+        success_threshold: Duration::from_secs(4),
+    };
+    let c = cluster(
+        vec![
+            our_taint(TAINT_UNREACHABLE, "NoSchedule", 5),
+            our_taint(TAINT_UNREACHABLE, "NoExecute", 5),
+        ],
+        Some(ready("Unknown", REASON_UNKNOWN)),
+    );
+    let lapsed = LeaseView {
+        renew_time: t(12),
+        duration: Duration::from_secs(4),
+        renewed: t(12),
+    };
+    let v = step(&c, Some(&lapsed), t(17), &opts, Some(t(10)));
+    assert_eq!(
+        (v.health, v.healthy_since, v.desired),
+        (Health::Unreachable, None, None)
+    );
+}
+
+#[test]
+fn an_agents_not_ready_is_damped_too_and_a_healthy_cluster_is_never_held() {
+    // The agent reports Ready=False at 3 (member out of reach) while still
+    // renewing; True again at 8. Threshold 3 s: not-ready until 11.
+    let steps = [
+        seen(3, 3, ("False", 3)),
+        seen(8, 8, ("True", 8)),
+        seen(10, 10, ("True", 8)),
+        seen(11, 11, ("True", 8)),
+    ];
+    let got = run_steps(3, &steps);
+    let not_ready = || {
+        vec![
+            "cluster.hami.io/not-ready:NoSchedule:true".to_string(),
+            "cluster.hami.io/not-ready:NoExecute:true".to_string(),
+        ]
+    };
+    assert_eq!(
+        got,
+        [
+            (3, not_ready(), false),
+            (8, not_ready(), true),
+            (10, not_ready(), true),
+            (11, vec![], false),
+        ]
+    );
+    // A cluster with nothing of ours is not held, whatever the count.
+    let c = cluster(
+        vec![user_taint("dedicated", "NoSchedule")],
+        Some(ready("True", "ClusterReady")),
+    );
+    let v = step(&c, Some(&lease()), t(1), &HealthOptions::default(), None);
+    assert_eq!(
+        v,
+        Verdict {
+            health: Health::Healthy,
+            healthy_since: Some(t(1)),
+            held: false,
+            desired: None
+        }
+    );
+}
+
+#[test]
+fn our_ready_unknown_stays_while_held_and_turns_true_after() {
+    let c = cluster(
+        vec![our_taint(TAINT_UNREACHABLE, "NoSchedule", 81)],
+        Some(ready("Unknown", REASON_UNKNOWN)),
+    );
+    let renewed = LeaseView {
+        renew_time: t(300),
+        renewed: t(300),
+        ..lease()
+    };
+    let opts = HealthOptions::default();
+    let held = step(&c, Some(&renewed), t(301), &opts, None);
+    assert!(held.held && held.desired.is_none());
+    assert_eq!(held.healthy_since, Some(t(301)));
+    let still = step(&c, Some(&renewed), t(330), &opts, held.healthy_since);
+    assert!(still.held, "29 s of 30");
+    let done = step(&c, Some(&renewed), t(331), &opts, still.healthy_since)
+        .desired
+        .unwrap();
+    assert!(done.taints.is_empty());
+    assert_eq!(
+        (
+            done.conditions[0].status.as_str(),
+            done.conditions[0].reason.as_str()
+        ),
+        ("True", REASON_RENEWED)
     );
 }

@@ -7,6 +7,9 @@
 //! not with an event, so the controller also re-judges every cluster each
 //! [`TICK`]; a change is written in one store write (spec taints and status
 //! conditions together), after re-deciding on the freshly read object.
+//! The index also keeps, per cluster, since when it has been judged healthy
+//! without a break (in memory: after a restart a recovering cluster counts
+//! from the restart), which damps recovery ([`decide::step`]).
 
 pub mod decide;
 
@@ -25,13 +28,14 @@ use parking_lot::RwLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, watch};
 
 use super::events::{EventRecorder, Involved};
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects};
-pub use decide::{Desired, Health, HealthOptions, LeaseView};
+pub use decide::{Desired, Health, HealthOptions, LeaseView, Verdict};
 
 /// How often every cluster is judged again (Leases lapse without events).
 pub const TICK: Duration = Duration::from_secs(1);
@@ -47,6 +51,7 @@ pub struct HealthMetrics {
     writes: Family<HealthLabel, Counter>,
     write_errors: Counter,
     bad_objects: Counter,
+    recovering: Gauge,
 }
 
 impl HealthMetrics {
@@ -55,6 +60,7 @@ impl HealthMetrics {
             writes: Family::default(),
             write_errors: Counter::default(),
             bad_objects: Counter::default(),
+            recovering: Gauge::default(),
         };
         let sub = registry.sub_registry_with_prefix("hami_cluster_health");
         sub.register(
@@ -72,6 +78,11 @@ impl HealthMetrics {
             "Clusters and Leases skipped because they could not be read",
             m.bad_objects.clone(),
         );
+        sub.register(
+            "recovering_clusters",
+            "Clusters judged healthy that keep their health taints until they have been healthy for --cluster-success-threshold",
+            m.recovering.clone(),
+        );
         // Every verdict's series from the start (at 0), for dashboards.
         for health in ["healthy", "not_ready", "unreachable"] {
             drop(m.writes.get_or_create(&HealthLabel { health }));
@@ -84,6 +95,8 @@ impl HealthMetrics {
 struct Index {
     clusters: BTreeMap<String, Cluster>,
     leases: BTreeMap<String, LeaseView>,
+    /// Since when each cluster has been judged healthy without a break.
+    healthy_since: BTreeMap<String, Timestamp>,
 }
 
 struct Shared {
@@ -250,16 +263,34 @@ impl Shared {
     /// Judges every cluster at `now`; writes those that change.
     async fn pass(&self, now: Timestamp) {
         let due: Vec<String> = {
-            let index = self.index.read();
-            index
-                .clusters
-                .iter()
-                .filter(|(name, c)| {
-                    let lease = index.leases.get(*name).map(|l| l.seen_since(self.started));
-                    decide::decide(c, lease.as_ref(), now, &self.options).is_some()
-                })
-                .map(|(name, _)| name.clone())
-                .collect()
+            let mut index = self.index.write();
+            let Index {
+                clusters,
+                leases,
+                healthy_since,
+            } = &mut *index;
+            healthy_since.retain(|name, _| clusters.contains_key(name));
+            let mut due = Vec::new();
+            let mut recovering = 0i64;
+            for (name, c) in clusters.iter() {
+                let lease = leases.get(name).map(|l| l.seen_since(self.started));
+                let since = healthy_since.get(name).copied();
+                let v = decide::step(c, lease.as_ref(), now, &self.options, since);
+                match v.healthy_since {
+                    Some(s) => {
+                        healthy_since.insert(name.clone(), s);
+                    }
+                    None => {
+                        healthy_since.remove(name);
+                    }
+                }
+                recovering += i64::from(v.held);
+                if v.desired.is_some() {
+                    due.push(name.clone());
+                }
+            }
+            self.metrics.recovering.set(recovering);
+            due
         };
         for name in due {
             if let Err(e) = self.write(&name, now).await {
@@ -278,14 +309,16 @@ impl Shared {
             self.metrics.bad_objects.inc();
             return Ok(());
         };
-        let lease = self
-            .index
-            .read()
-            .leases
-            .get(name)
-            .map(|l| l.seen_since(self.started));
-        let health = decide::health(&cluster, lease.as_ref(), now, &self.options);
-        let Some(desired) = decide::decide(&cluster, lease.as_ref(), now, &self.options) else {
+        let (lease, since) = {
+            let index = self.index.read();
+            (
+                index.leases.get(name).map(|l| l.seen_since(self.started)),
+                index.healthy_since.get(name).copied(),
+            )
+        };
+        let verdict = decide::step(&cluster, lease.as_ref(), now, &self.options, since);
+        let health = verdict.health;
+        let Some(desired) = verdict.desired else {
             return Ok(());
         };
         let mut new = stored.object.clone();
