@@ -4,7 +4,8 @@
 //! `CI=true`, where they fail.
 //!
 //! 1. `helm lint` (strict) of both charts, with their default values and
-//!    with `ci/gpu-cluster-values.yaml`, reports no warning or error.
+//!    with each values file in their `ci/` (a GPU cluster's, and for
+//!    hami-control an etcd-backed HA one), reports no warning or error.
 //! 2. Rendered with each, every object is valid against the OpenAPI schema
 //!    of its kind (k8s-openapi's, as hami's API server serves it: unknown
 //!    fields, wrong types and missing required fields are errors), and the
@@ -15,7 +16,7 @@
 //!    variables are ones the binary reads; every listen address's port is a
 //!    containerPort; the HTTP port (`--http-addr`, `--listen`) is the named
 //!    port `http` that the probes use, on `/healthz` and `/readyz`; every
-//!    absolute path in the flags lies on a mounted volume; Services,
+//!    file flag's path lies on a mounted volume; Services,
 //!    ServiceMonitors, PodMonitors and role bindings point at objects and
 //!    port names that exist.
 //! 3. Helm installs the hami-agent chart into a simulated member cluster
@@ -633,8 +634,17 @@ impl Rendered<'_> {
                 self.err(format!("{cid}: volumeMount {name} names no volume"));
             }
         }
+        // File flags: their value names a file or directory (an etcd key
+        // prefix such as /hami/ is no path).
+        let file_flag = |f: &str| {
+            f == "--fleet"
+                || ["-dir", "-kubeconfig", "-socket", "-file", "-devices"]
+                    .iter()
+                    .any(|s| f.ends_with(s))
+        };
         for (flag, value) in &given {
             if let Some(v) = value.as_deref().filter(|v| v.starts_with('/'))
+                && file_flag(flag)
                 && !mounts.iter().any(|(_, m)| Path::new(v).starts_with(m))
             {
                 self.err(format!("{cid}: {flag}={v} is on no mounted volume"));
@@ -787,8 +797,9 @@ fn app_version(chart: &Path) -> String {
         .unwrap()
 }
 
-/// The kinds each render must hold (chart, with GPU values) -> kind counts.
-fn expected_kinds(chart: &str, gpu: bool) -> BTreeMap<&'static str, usize> {
+/// The kinds each render must hold, by chart and values file (`None`:
+/// the defaults) -> kind counts.
+fn expected_kinds(chart: &str, values: Option<&str>) -> BTreeMap<&'static str, usize> {
     let mut k: BTreeMap<&str, usize> = match chart {
         "hami-control" => [
             ("Deployment", 1),
@@ -809,12 +820,19 @@ fn expected_kinds(chart: &str, gpu: bool) -> BTreeMap<&'static str, usize> {
         ]
         .into(),
     };
-    if gpu {
-        k.insert("ServiceMonitor", 1);
-        if chart == "hami-agent" {
-            k.insert("PodMonitor", 1);
-            k.insert("Secret", 1);
+    match (chart, values) {
+        (_, None) => {}
+        ("hami-control", Some("gpu-cluster-values.yaml")) => {
+            k.insert("ServiceMonitor", 1);
         }
+        // Objects in etcd: no claim.
+        ("hami-control", Some("etcd-ha-values.yaml")) => {
+            k.remove("PersistentVolumeClaim");
+        }
+        ("hami-agent", Some("gpu-cluster-values.yaml")) => {
+            k.extend([("ServiceMonitor", 1), ("PodMonitor", 1), ("Secret", 1)]);
+        }
+        (c, Some(f)) => panic!("charts/{c}/ci/{f}: add its expected kinds to this test"),
     }
     k
 }
@@ -834,16 +852,25 @@ fn charts_lint_clean_and_render_valid_objects_that_fit_the_binaries() {
             "{chart}: appVersion is not the crates' version"
         );
         assert!(dir.join("README.md").exists(), "{chart}: no README.md");
-        for gpu in [false, true] {
-            let values = dir.join("ci/gpu-cluster-values.yaml");
+        let mut files: Vec<Option<String>> = vec![None];
+        let mut ci: Vec<String> = std::fs::read_dir(dir.join("ci"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".yaml"))
+            .collect();
+        ci.sort();
+        assert!(
+            ci.contains(&"gpu-cluster-values.yaml".to_string()),
+            "{chart}: no ci/gpu-cluster-values.yaml"
+        );
+        files.extend(ci.into_iter().map(Some));
+        for file in &files {
+            let values = file.as_ref().map(|f| dir.join("ci").join(f));
             let mut args = vec![dir.to_str().unwrap()];
-            if gpu {
-                args.extend(["--values", values.to_str().unwrap()]);
+            if let Some(v) = &values {
+                args.extend(["--values", v.to_str().unwrap()]);
             }
-            let what = format!(
-                "{chart} ({} values)",
-                if gpu { "GPU-cluster" } else { "default" }
-            );
+            let what = format!("{chart} ({})", file.as_deref().unwrap_or("default values"));
 
             let mut lint_args = vec!["lint"];
             lint_args.extend(&args);
@@ -873,10 +900,10 @@ fn charts_lint_clean_and_render_valid_objects_that_fit_the_binaries() {
             for o in &objects {
                 *kinds.entry(o["kind"].as_str().unwrap_or("?")).or_default() += 1;
             }
-            if kinds != expected_kinds(chart, gpu) {
+            if kinds != expected_kinds(chart, file.as_deref()) {
                 errors.push(format!(
                     "{what}: rendered kinds {kinds:?}, expected {:?}",
-                    expected_kinds(chart, gpu)
+                    expected_kinds(chart, file.as_deref())
                 ));
             }
             let mut r = Rendered {

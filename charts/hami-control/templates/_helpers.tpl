@@ -43,3 +43,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* Objects in etcd (several replicas possible) or in the embedded store. */}}
+{{- define "hami-control.etcd" -}}
+{{- if .Values.etcd.endpoints }}true{{ end }}
+{{- end }}
+
+{{/* The embedded store on a PersistentVolumeClaim. */}}
+{{- define "hami-control.pvc" -}}
+{{- if and .Values.persistence.enabled (not .Values.etcd.endpoints) }}true{{ end }}
+{{- end }}
