@@ -96,6 +96,13 @@ pub struct UpArgs {
     /// report Ready=False).
     #[arg(long, env = "HAMI_SIM_LEASE_RENEW", default_value = "10s", value_parser = parse_positive_duration)]
     pub sim_lease_renew: std::time::Duration,
+    /// A named replica shape whose capacity per member cluster is reported
+    /// as hami_cluster_shape_max_replicas{cluster,shape}: NAME=SPEC, SPEC
+    /// like gpu=1,gpumem=8000,cpu=1,memory=4Gi (gpumem in MiB per GPU).
+    /// Repeatable; replaces the default set (1gpu=gpu=1,
+    /// gpu-8g=gpu=1,gpumem=8000, gpu-24g=gpu=1,gpumem=24000, 8gpu=gpu=8).
+    #[arg(long = "capacity-shape", env = "HAMI_CAPACITY_SHAPES", value_delimiter = ';', value_name = "NAME=SPEC", value_parser = crate::metrics::shapes::parse_capacity_shape)]
+    pub capacity_shapes: Vec<crate::metrics::shapes::CapacityShape>,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -173,6 +180,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let metrics = ApiMetrics::register(&mut metric_registry);
     let cluster_metrics = crate::metrics::ClusterMetrics::register(&mut metric_registry);
+    let shapes = if args.capacity_shapes.is_empty() {
+        crate::metrics::shapes::default_shapes()
+    } else {
+        args.capacity_shapes.clone()
+    };
+    crate::metrics::shapes::check_unique(&shapes).map_err(anyhow::Error::msg)?;
+    let shape_metrics =
+        crate::metrics::shapes::ShapeMetrics::register(&mut metric_registry, shapes);
     let controller_metrics = (!args.no_controllers)
         .then(|| crate::controllers::ControllerMetrics::register(&mut metric_registry));
     let leading = prometheus_client::metrics::gauge::Gauge::<i64>::default();
@@ -204,6 +219,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             &stopped,
         )
         .context("start the cluster metrics")?;
+    shape_metrics
+        .spawn(
+            &crate::controllers::Objects::new(server.state().clone()),
+            &stopped,
+        )
+        .context("start the capacity shape metrics")?;
     let url = format!("http://{}", loopback_if_unspecified(addr));
     let mut controllers = Vec::new();
     // Why this replica must stop (it lost the controllers' lease).

@@ -9,6 +9,7 @@
 
 pub mod collector;
 pub mod index;
+pub mod shapes;
 
 use std::sync::Arc;
 
