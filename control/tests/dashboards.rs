@@ -437,7 +437,7 @@ fn check_structure(file: &str, d: &Value, errors: &mut Vec<String>) -> Vec<(Stri
             if expr.is_empty() {
                 err(format!("panel {title:?} target {r}: no expr"));
             }
-            for var in ["$cluster", "$model"] {
+            for var in ["$cluster", "$model", "$shape"] {
                 if expr.contains(var) && !var_names.contains(&var[1..]) {
                     err(format!(
                         "panel {title:?} uses {var}, which the dashboard does not define"
@@ -505,6 +505,76 @@ fn scraped_gpu_gauges(text: &str) -> BTreeMap<(String, String, String), f64> {
         .filter(|((n, l), _)| n.starts_with("hami_cluster_gpu") && l.contains_key("model"))
         .map(|((n, l), v)| ((n, l["cluster"].clone(), l["model"].clone()), v))
         .collect()
+}
+
+/// The capacity shape gauges of the idle T4 member (member-3, CPU work
+/// only) equal what its gpuSummary can hold under the default shapes: one
+/// replica per whole GPU, `floor(memory per GPU / gpumem)` per GPU for the
+/// memory-sized ones, none of `8gpu` on fewer than 8 GPUs; the per-replica
+/// memory gauge names the shapes' gpumem; the stranded memory the
+/// fragmentation panel shows follows from them.
+fn check_shapes(hami: &Hami) {
+    let mib = 1024.0 * 1024.0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let clusters: Value =
+            serde_json::from_str(&kubectl_ok(hami, &["get", "clusters", "-o", "json"])).unwrap();
+        let text = http_get(&hami.listen, "/metrics").unwrap();
+        let all = samples(&text);
+        let shape = |name: &str| {
+            all.iter()
+                .find(|((n, l), _)| {
+                    n == "hami_cluster_shape_max_replicas"
+                        && l.get("cluster").is_some_and(|c| c == "member-3")
+                        && l.get("shape").is_some_and(|s| s == name)
+                })
+                .map(|(_, v)| *v)
+        };
+        let t4 = clusters["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["metadata"]["name"] == "member-3")
+            .and_then(|c| c["status"]["gpuSummary"].as_array())
+            .and_then(|g| g.first().cloned())
+            .unwrap_or(Value::Null);
+        let num = |f: &str| t4[f].as_f64().unwrap_or(0.0);
+        let (count, total, free) = (num("count"), num("memoryTotalMiB"), num("memoryFreeMiB"));
+        let per_gpu = if count > 0.0 { total / count } else { 0.0 };
+        let expected = [
+            ("1gpu", count),
+            ("gpu-8g", count * (per_gpu / 8000.0).floor()),
+            ("gpu-24g", count * (per_gpu / 24000.0).floor()),
+            ("8gpu", (count / 8.0).floor()),
+        ];
+        let got: Vec<(&str, Option<f64>)> = expected.iter().map(|(n, _)| (*n, shape(n))).collect();
+        let want: Vec<(&str, Option<f64>)> = expected.iter().map(|(n, v)| (*n, Some(*v))).collect();
+        if count > 0.0 && free == total && got == want {
+            // The generated T4 member: 6 GPUs of 15360 MiB.
+            assert_eq!((count, per_gpu), (6.0, 15360.0), "{t4}");
+            assert_eq!(shape("gpu-24g"), Some(0.0));
+            let memory = |name: &str| {
+                all.iter()
+                    .find(|((n, l), _)| {
+                        n == "hami_cluster_shape_gpu_memory_bytes"
+                            && l.get("shape").is_some_and(|s| s == name)
+                    })
+                    .map(|(_, v)| *v)
+            };
+            assert_eq!(memory("gpu-8g"), Some(8000.0 * mib));
+            assert_eq!(memory("gpu-24g"), Some(24000.0 * mib));
+            assert_eq!(memory("1gpu"), None, "a whole-GPU shape has no memory size");
+            // Stranded with gpu-8g: 7360 MiB on each T4.
+            let stranded = free * mib - shape("gpu-8g").unwrap() * memory("gpu-8g").unwrap();
+            assert_eq!(stranded, 6.0 * 7360.0 * mib);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member-3's capacity shape gauges differ from its gpuSummary ({t4})\ngot {got:?}\nwant {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// A CPU-only Deployment for the Push member, member-3.
@@ -619,6 +689,7 @@ fn dashboards_name_only_registered_metrics_and_cluster_gauges_match_the_fleet() 
             (("member-3", "NVIDIA-Tesla-T4"), 6.0),
         ])
     );
+    check_shapes(&hami);
     let all = samples(&control);
     for c in ["member-1", "member-2", "member-3"] {
         let ready = all

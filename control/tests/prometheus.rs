@@ -217,6 +217,7 @@ fn grafana_to_promql(expr: &str) -> String {
         .replace("$__interval", "5s")
         .replace("$cluster", ".*")
         .replace("$model", ".*")
+        .replace("$shape", ".*")
 }
 
 /// Every (file, panel title, expr) of `dashboards/`.
