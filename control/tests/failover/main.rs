@@ -23,6 +23,10 @@
 //!   nothing moves back; `rescheduleTriggeredAt` set on the policy with
 //!   kubectl divides afresh (member-1 included) without readyReplicas
 //!   reaching 0.
+//! * [`quota`]: under a FederatedResourceQuota a NoExecute taint still
+//!   writes the eviction task; replacements that fit move within quota
+//!   (never above it), ones that do not leave the binding QuotaExceeded
+//!   with the old copies serving.
 //! * [`flapping`]: a member down 5 s / up 5 s three times: evictions stay
 //!   within the rate, no binding moves twice, the placement settles.
 //!
@@ -39,5 +43,6 @@ mod descheduler;
 mod flapping;
 mod lease;
 mod never_ready;
+mod quota;
 mod rebalance;
 mod taint;
