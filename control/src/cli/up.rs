@@ -101,6 +101,7 @@ pub struct UpArgs {
     /// like gpu=1,gpumem=8000,cpu=1,memory=4Gi (gpumem in MiB per GPU).
     /// Repeatable; replaces the default set (1gpu=gpu=1,
     /// gpu-8g=gpu=1,gpumem=8000, gpu-24g=gpu=1,gpumem=24000, 8gpu=gpu=8).
+    /// In the env variable, separate shapes with ';'.
     #[arg(long = "capacity-shape", env = "HAMI_CAPACITY_SHAPES", value_delimiter = ';', value_name = "NAME=SPEC", value_parser = crate::metrics::shapes::parse_capacity_shape)]
     pub capacity_shapes: Vec<crate::metrics::shapes::CapacityShape>,
 }
