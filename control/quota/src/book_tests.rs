@@ -154,6 +154,74 @@ fn failover_keeps_its_quota_until_the_replacements_are_settled() {
 }
 
 #[test]
+fn failover_into_a_full_static_assignment_is_refused_and_keeps_the_old_copies_counted() {
+    // The sample quota's shape: 16 overall, east (the only other cluster
+    // the workload may use) at most 4.
+    let mut b = book("16", Some("4"));
+    b.observe("a", "ns", 1, state(&[("east", 2), ("west", 4)], &[]), true);
+    // The eviction controller moves west into an eviction task: the write
+    // is observed like any other, nothing is refused or freed.
+    let out = b.observe("a", "ns", 2, state(&[("east", 2)], &[("west", 4)]), false);
+    assert!(out.freed.is_empty());
+    assert_eq!(
+        (used(&b), used_in(&b, "east"), used_in(&b, "west")),
+        (6, 2, 4)
+    );
+    // East has room for 4 of the binding's replicas in all (its own 2
+    // given back): the 4 replacements do not fit beside the 2.
+    let req = state(&[], &[]).request;
+    assert_eq!(b.room("a", "ns", &req, "east").unwrap(), Some(4));
+    let e = exceeded(b.reserve("a", "ns", state(&[("east", 6)], &[("west", 4)])));
+    assert_eq!(e.cluster.as_deref(), Some("east"));
+    assert_eq!((e.requested, e.used, e.hard), (4000, 2000, 4000));
+    // The refusal changes nothing: the old copies in west stay counted
+    // until the task ends.
+    assert_eq!(
+        (used(&b), used_in(&b, "east"), used_in(&b, "west")),
+        (6, 2, 4)
+    );
+    // The grace period ends the task: west's copies go.
+    b.observe("a", "ns", 3, state(&[("east", 2)], &[]), false);
+    b.observe("a", "ns", 4, state(&[("east", 2)], &[]), true);
+    assert_eq!((used(&b), used_in(&b, "west")), (2, 0));
+}
+
+#[test]
+fn a_larger_request_is_held_at_once_but_granted_only_when_admitted() {
+    let mut b = book("4", None);
+    // 2 replicas of 1 GPU, admitted and written.
+    b.observe("a", "ns", 1, state(&[("west", 2)], &[]), true);
+    // The detector writes 3 GPUs per replica (unsettled): held at once.
+    let mut bigger = state(&[("west", 2)], &[]);
+    bigger.request.gpu.count = 3;
+    b.observe("a", "ns", 2, bigger.clone(), false);
+    assert_eq!(used(&b), 6);
+    // The scheduler's decision (2 replicas of 3) raises 2 to 6: refused,
+    // though 6 are already held.
+    let e = exceeded(b.reserve("a", "ns", bigger.clone()));
+    assert_eq!((e.requested, e.used, e.hard), (4000, 2000, 4000));
+    // The refusal written (the gate observes it unsettled) grants nothing:
+    // a retry is refused again, nobody else gets in meanwhile.
+    b.observe("a", "ns", 3, bigger.clone(), false);
+    exceeded(b.reserve("a", "ns", bigger.clone()));
+    exceeded(b.reserve("b", "ns", state(&[("west", 1)], &[])));
+    // Going back to the admitted request is never refused, and once
+    // written frees what the larger one held.
+    b.observe("a", "ns", 4, state(&[("west", 2)], &[]), false);
+    b.reserve("a", "ns", state(&[("west", 2)], &[])).unwrap();
+    b.confirm("a", 5);
+    b.observe("a", "ns", 5, state(&[("west", 2)], &[]), true);
+    assert_eq!(used(&b), 2);
+    // A quota raise lets the larger request in.
+    b.observe("a", "ns", 6, bigger.clone(), false);
+    b.set_quota("ns", "q", &quota("6", None)).unwrap();
+    b.reserve("a", "ns", bigger.clone()).unwrap();
+    b.confirm("a", 7);
+    b.observe("a", "ns", 7, bigger, true);
+    assert_eq!(used(&b), 6);
+}
+
+#[test]
 fn old_events_do_not_replace_newer_states() {
     let mut b = book("10", None);
     b.observe("a", "ns", 5, state(&[("west", 3)], &[]), true);
