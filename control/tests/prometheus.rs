@@ -500,6 +500,34 @@ fn prometheus_scrapes_every_binary_and_every_dashboard_and_alert_query_answers()
             .arg(dir.join("kubelet.sock")),
     );
 
+    // The GPU Deployment is divided by the replicas each member can hold, and
+    // a division is made once: apply it only when the three in-process
+    // members report their GPUs, so member-2 gets replicas to lose below.
+    eventually("member-1..3 report their GPUs", 90, || {
+        let (ok, out, err) = kubectl(&hami, &["get", "clusters", "-o", "json"]);
+        if !ok {
+            return Err(err);
+        }
+        let list: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        let reporting: Vec<&str> = list["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| {
+                c["status"]["gpuSummary"]
+                    .as_array()
+                    .is_some_and(|g| !g.is_empty())
+            })
+            .filter_map(|c| c["metadata"]["name"].as_str())
+            .collect();
+        ["member-1", "member-2", "member-3"]
+            .iter()
+            .all(|m| reporting.contains(m))
+            .then_some(())
+            .ok_or_else(|| format!("reporting GPUs: {reporting:?}"))
+    });
+
     // The workloads, the unschedulable one and the agent-less Cluster.
     for f in [
         "00-namespace.yaml",
@@ -635,6 +663,26 @@ fn prometheus_scrapes_every_binary_and_every_dashboard_and_alert_query_answers()
         (n(&ready) == 4.0 && n(&placed) >= 1.0)
             .then_some(())
             .ok_or_else(|| format!("ready {ready:?}, scheduled {placed:?}"))
+    });
+    eventually("the GPU Deployment has replicas on member-2", 60, || {
+        let (ok, out, err) = kubectl(
+            &hami,
+            &[
+                "get",
+                "rb",
+                "-n",
+                "demo",
+                "-o",
+                "jsonpath={.items[*].spec.clusters[*].name}",
+            ],
+        );
+        if !ok {
+            return Err(err);
+        }
+        out.split_whitespace()
+            .any(|c| c == "member-2")
+            .then_some(())
+            .ok_or_else(|| format!("clusters of the demo bindings: {out:?}"))
     });
     let (ok, _, err) = kubectl(
         &hami,
