@@ -5,19 +5,26 @@
 //! # What a binding holds
 //!
 //! A binding can be seen in several states at once: the last one the
-//! scheduler settled (`schedulerObservedGeneration` equals the generation),
-//! later ones another controller wrote before the scheduler decided again
-//! (a graceful eviction moving a cluster into `gracefulEvictionTasks`, a
-//! descheduler lowering `spec.clusters`, the detector changing the request),
-//! and the decision the scheduler is writing right now. The ledger charges
-//! it the componentwise maximum of all of them, so quota is released only
-//! when the store holds a settled, smaller state:
+//! scheduler settled (its admitted placement: `schedulerObservedGeneration`
+//! equals the generation and `Scheduled` is True), later ones written
+//! before the scheduler placed it again (a graceful eviction moving a
+//! cluster into `gracefulEvictionTasks`, a descheduler lowering
+//! `spec.clusters`, the detector changing the request, a refusal), and the
+//! decision the scheduler is writing right now. The ledger charges it the
+//! componentwise maximum of all of them, so quota is released only when the
+//! store holds a settled, smaller state:
 //!
 //! - a failover keeps its quota while the scheduler places the replacements
 //!   (the eviction write alone frees nothing another binding could take);
 //! - a decision in flight is reserved before its write, and a decision that
 //!   lowers usage frees quota only once written;
 //! - a write that fails gives its reservation back.
+//!
+//! Admission grants only the settled state: a decision that raises a line
+//! above it must fit, the binding's whole held charge given back, even when
+//! an unsettled state already holds as much (a Deployment edited from 1 to
+//! 2 GPUs per replica is held at 2 the moment the detector writes it, and
+//! is still refused when 2 do not fit).
 //!
 //! The status controller feeds only settled states (`observe(.., true)`), so
 //! its ledger is exactly the sum over the store's bindings.
@@ -381,20 +388,32 @@ impl QuotaBook {
     /// all admit it, reserves it (held beside what the binding held) until
     /// [`confirm`](Self::confirm) or [`cancel`](Self::cancel). Check and
     /// reservation are one step under `&mut`: no other admission comes
-    /// between. Steps that raise nothing are never refused.
+    /// between. Steps that raise nothing above the settled state are never
+    /// refused.
     pub fn reserve(&mut self, key: &str, ns: &str, new: State) -> Result<Outcome, Refusal> {
         let refuse = |name: &str, error: LedgerError| Refusal {
             namespace: ns.to_string(),
             quota: name.to_string(),
             error: Box::new(error),
         };
+        // Granted is what the binding was last admitted with (its settled
+        // state), not all it holds: a larger request written by another
+        // controller is held for safety but must still be admitted.
+        let settled = self.bindings.get(key).and_then(|b| b.settled.as_ref());
         for (name, q) in self.quotas_in(ns) {
             let acc = q.ledger.limits().accountant(&self.models);
             let charge = acc
                 .charge(&new.request, &new.assignment)
                 .map_err(|e| refuse(name, e.into()))?;
+            let granted = match settled {
+                Some((_, s)) => acc
+                    .charge(&s.request, &s.assignment)
+                    .map(normalized)
+                    .unwrap_or_default(),
+                None => Charge::default(),
+            };
             q.ledger
-                .check(key, Some(charge))
+                .check_from(key, Some(charge), Some(&granted))
                 .map_err(|e| refuse(name, e))?;
         }
         let b = self.bindings.entry(key.to_string()).or_default();

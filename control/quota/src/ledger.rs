@@ -8,7 +8,9 @@
 //! must stay within the limit (overall, and in each cluster with a static
 //! assignment naming it). A step that raises nothing (scale-down, deletion, an
 //! eviction task ending) is always accepted, even while usage is above a
-//! lowered limit.
+//! lowered limit. With `check_from`, "its old one" is the part of the held
+//! charge that was granted (the accountant passes the binding's settled
+//! state), so a charge held but never admitted grants nothing.
 
 use std::collections::BTreeMap;
 
@@ -237,20 +239,52 @@ impl QuotaLedger {
     /// Decides whether binding `key` may move from the charge the ledger
     /// holds for it to `new` (`None`: deleted). Reserves nothing.
     pub fn check(&self, key: &str, new: Option<Charge>) -> Result<Delta, LedgerError> {
+        self.check_from(key, new, None)
+    }
+
+    /// [`check`](Self::check) where only `admitted` (what the binding was
+    /// last admitted with) counts as already granted: a line the new charge
+    /// raises above `admitted` must fit, with the binding's whole held
+    /// charge given back, even when the held charge is larger (a larger
+    /// request another controller wrote is held, not granted). `None`
+    /// grants what is held (plain `check`).
+    pub fn check_from(
+        &self,
+        key: &str,
+        new: Option<Charge>,
+        admitted: Option<&Charge>,
+    ) -> Result<Delta, LedgerError> {
         let old = self.charges.get(key).cloned();
         let empty = Charge::default();
         let (o, n) = (
             old.as_ref().unwrap_or(&empty),
             new.as_ref().unwrap_or(&empty),
         );
+        let a = admitted.unwrap_or(o);
         for (name, hard) in self.limits.overall.iter() {
-            exceeds(name, hard, &self.used, &o.overall, &n.overall, None)?;
+            let line = Line {
+                used: &self.used,
+                held: &o.overall,
+                granted: &a.overall,
+                new: &n.overall,
+            };
+            exceeds(name, hard, &line, None)?;
         }
         for (cluster, limits) in &self.limits.static_assignments {
             let used = self.used_in(cluster);
-            let (oc, nc) = (o.in_cluster(cluster), n.in_cluster(cluster));
+            let (oc, ac, nc) = (
+                o.in_cluster(cluster),
+                a.in_cluster(cluster),
+                n.in_cluster(cluster),
+            );
+            let line = Line {
+                used: &used,
+                held: &oc,
+                granted: &ac,
+                new: &nc,
+            };
             for (name, hard) in limits.iter() {
-                exceeds(name, hard, &used, &oc, &nc, Some(cluster))?;
+                exceeds(name, hard, &line, Some(cluster))?;
             }
         }
         Ok(Delta {
@@ -360,23 +394,38 @@ impl QuotaLedger {
     }
 }
 
+/// One scope's amounts for a check: the usage, the binding's held charge,
+/// the part of it granted, and the step's new charge.
+struct Line<'a> {
+    used: &'a Amounts,
+    held: &'a Amounts,
+    granted: &'a Amounts,
+    new: &'a Amounts,
+}
+
+/// A line is exceeded when the step raises it above what was granted and
+/// the usage with the binding's held charge replaced by the new one passes
+/// the limit. The message counts the granted part as used and the rest as
+/// requested.
 fn exceeds(
     name: &str,
     hard: i128,
-    used: &Amounts,
-    old: &Amounts,
-    new: &Amounts,
+    line: &Line<'_>,
     cluster: Option<&str>,
 ) -> Result<(), LedgerError> {
-    let (o, n) = (old.get(name), new.get(name));
-    if n <= o {
+    let (o, n) = (line.held.get(name), line.new.get(name));
+    let g = line.granted.get(name).min(o);
+    if n <= g {
         return Ok(());
     }
-    let requested = n - o;
-    let used = used.get(name);
-    let after = used
-        .checked_add(requested)
-        .ok_or_else(|| crate::amounts::overflow(name))?;
+    let overflow = || crate::amounts::overflow(name);
+    let requested = n - g;
+    let used = line
+        .used
+        .get(name)
+        .checked_sub(o - g)
+        .ok_or_else(overflow)?;
+    let after = used.checked_add(requested).ok_or_else(overflow)?;
     if after > hard {
         return Err(QuotaExceeded {
             resource: name.to_string(),

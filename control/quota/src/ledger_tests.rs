@@ -241,6 +241,68 @@ fn scale_down_and_delete_are_never_refused_when_over() {
 }
 
 #[test]
+fn only_the_granted_part_of_a_held_charge_is_exempt() {
+    // Binding a holds 6 GPUs (a larger request written by another
+    // controller, held at once), of which 2 were admitted; b holds 3. The
+    // quota is 8 overall (usage 9 is over it), 4 in east.
+    let mut f = Fixture::new("8", "4");
+    f.ledger
+        .set_charge("a", Some(f.charge(Assignment::of(&[("west", 6)]))))
+        .unwrap();
+    f.ledger
+        .set_charge("b", Some(f.charge(Assignment::of(&[("west", 3)]))))
+        .unwrap();
+    let granted = f.charge(Assignment::of(&[("west", 2)]));
+    // (why, a's new replicas, refused as (requested, used) or admitted)
+    let cases = [
+        ("what was granted", 2, None),
+        ("less than granted", 1, None),
+        ("above the grant, fits once a's 6 are given back", 5, None),
+        ("all it holds: 3 + 6 > 8", 6, Some((4, 5))),
+        ("more than it holds", 7, Some((5, 5))),
+    ];
+    for (why, replicas, want) in cases {
+        let c = f.charge(Assignment::of(&[("west", replicas)]));
+        match (
+            f.ledger.check_from("a", Some(c.clone()), Some(&granted)),
+            want,
+        ) {
+            (Ok(_), None) => {}
+            (Err(LedgerError::Exceeded(e)), Some((requested, used))) => assert_eq!(
+                (e.requested / W, e.used / W, e.hard / W),
+                (requested, used, 8),
+                "{why}"
+            ),
+            (got, want) => panic!("{why}: {got:?}, want {want:?}"),
+        }
+        // Plain check grants all that is held: the held 6 pass unchecked.
+        assert_eq!(f.ledger.check("a", Some(c)).is_ok(), replicas <= 6, "{why}");
+    }
+    // Nothing granted (no admitted state): everything must fit.
+    let none = Charge::default();
+    let c5 = f.charge(Assignment::of(&[("west", 5)]));
+    let c6 = f.charge(Assignment::of(&[("west", 6)]));
+    assert!(f.ledger.check_from("a", Some(c5), Some(&none)).is_ok());
+    assert!(matches!(
+        f.ledger.check_from("a", Some(c6), Some(&none)),
+        Err(LedgerError::Exceeded(_))
+    ));
+    // A static assignment's line counts the same way: a holds 4 in east,
+    // 1 of them granted.
+    f.ledger
+        .set_charge("a", Some(f.charge(Assignment::of(&[("east", 4)]))))
+        .unwrap();
+    f.ledger.set_charge("b", None).unwrap();
+    let east = f.charge(Assignment::of(&[("east", 1)]));
+    let c = f.charge(Assignment::of(&[("east", 5)]));
+    let e = f.ledger.check_from("a", Some(c), Some(&east)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "exceeded quota in cluster east: nvidia.com/gpu: requested 4, used 1, limited 4"
+    );
+}
+
+#[test]
 fn commit_rechecks_and_refuses_stale_deltas() {
     let mut f = Fixture::new("10", "4");
     let c6 = f.charge(Assignment::of(&[("west", 6)]));

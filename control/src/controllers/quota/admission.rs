@@ -32,7 +32,8 @@ use tokio::sync::Notify;
 use super::super::feed::Change;
 use super::super::objects::spec_of;
 use super::super::scheduler::status::{
-    REASON_QUOTA_EXCEEDED, REASON_QUOTA_UNCOUNTABLE, needs_scheduling, scheduled_reason,
+    REASON_QUOTA_EXCEEDED, REASON_QUOTA_UNCOUNTABLE, needs_scheduling, scheduled_condition,
+    scheduled_reason,
 };
 use super::QuotaRef;
 
@@ -226,7 +227,12 @@ impl QuotaGate {
         };
         match State::from_spec(&spec) {
             Ok(state) => {
-                let settled = !needs_scheduling(object);
+                // Settled means admitted: the scheduler placed this
+                // generation. A refusal (quota or capacity) of a new request
+                // or shape is held beside the last admitted state, never
+                // granted by being written.
+                let settled =
+                    !needs_scheduling(object) && scheduled_condition(object) == Some("True");
                 let o = inner.book.observe(key, ns, revision, state, settled);
                 out.freed.extend(o.freed);
                 out.uncounted.extend(o.uncounted);
@@ -463,6 +469,33 @@ mod tests {
             gate.on_quota(Change::Apply(kv("/q", 5, quota("8")))),
             vec!["/d".to_string()]
         );
+    }
+
+    #[test]
+    fn a_written_refusal_of_a_larger_request_grants_nothing() {
+        let gate = QuotaGate::new();
+        gate.on_quota(Change::Reset(vec![kv("/q", 1, quota("4"))]));
+        gate.bindings_listed(&[("/b", "ns", 2, &binding(2))]);
+        gate.on_cluster(&Change::Reset(Vec::new()));
+        // The detector writes 3 GPUs per replica: a new generation.
+        let mut bigger = binding(2);
+        bigger["metadata"]["generation"] = json!(2);
+        bigger["spec"]["replicaRequirements"]["resourceRequest"]["nvidia.com/gpu"] = json!("3");
+        gate.binding_changed("/b", "ns", 3, &bigger);
+        let spec: ResourceBindingSpec = serde_json::from_value(bigger["spec"].clone()).unwrap();
+        let state = State::from_spec(&spec).unwrap();
+        assert!(gate.admit("/b", "ns", state.clone()).is_err());
+        // The refusal is written for that generation: still not admitted,
+        // however often it is decided again.
+        let mut refused = bigger.clone();
+        refused["status"] = json!({"schedulerObservedGeneration": 2, "conditions": [
+            {"type": "Scheduled", "status": "False", "reason": "QuotaExceeded"}]});
+        gate.binding_changed("/b", "ns", 4, &refused);
+        assert!(gate.admit("/b", "ns", state.clone()).is_err());
+        // A capacity refusal grants nothing either.
+        refused["status"]["conditions"][0]["reason"] = json!("Unschedulable");
+        gate.binding_changed("/b", "ns", 5, &refused);
+        assert!(gate.admit("/b", "ns", state).is_err());
     }
 
     #[test]
