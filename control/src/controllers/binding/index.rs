@@ -13,8 +13,9 @@ use hami_placement::ClusterView;
 /// One binding.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BindingEntry {
-    /// Hash of the spec and deletion mark: a change requeues the binding;
-    /// a status-only change does not.
+    /// Hash of the spec, deletion mark and the scheduler's verdict
+    /// (observed generation, `Scheduled` status): a change requeues the
+    /// binding; other status changes do not.
     pub hash: u64,
     /// Store key of the template.
     pub template_key: Option<String>,

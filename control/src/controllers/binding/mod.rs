@@ -15,10 +15,20 @@
 //! (bindings, Works, Clusters, override policies, and the templates bindings
 //! name). It requeues a binding when its spec changes, its template's
 //! manifest changes, a Work of it changes or goes, a policy that could
-//! select it changes, or a cluster it targets changes its labels. A
-//! reconcile reads the binding and template, decides with the pure code,
-//! and writes only the Works that differ (one write each).
+//! select it changes, a cluster it targets changes its labels, or the
+//! scheduler's verdict on it lands (`status.schedulerObservedGeneration`,
+//! the `Scheduled` condition's status). A reconcile reads the binding and
+//! template, decides with the pure code, and writes only the Works that
+//! differ (one write each).
+//!
+//! Admission ([`gate`]): a Work carries a new shape (per-replica request,
+//! a Duplicated replica count) or a new cluster gets its first Work only
+//! once the scheduler, which holds the quota accountant, placed the
+//! binding's current generation and the detector has caught up with the
+//! template. Until then only writes that raise nothing go out (an image, a
+//! scale-down); held Works keep what they run.
 
+pub mod gate;
 pub mod index;
 pub mod works;
 
@@ -50,6 +60,8 @@ use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
+use super::scheduler::status::scheduled_condition;
+use gate::{Admission, manifests, may_write};
 use index::{BindingEntry, Index, WorkEntry, targeting_view};
 use works::{BindingInput, BindingRef, desired_works, fnv1a, strip_server_fields, updated_work};
 
@@ -65,11 +77,17 @@ struct OpLabel {
     op: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HoldLabel {
+    reason: &'static str,
+}
+
 /// Binding controller metrics (prefix `hami_binding_`).
 #[derive(Clone)]
 pub struct BindingMetrics {
     reconciles: Family<ResultLabel, Counter>,
     work_writes: Family<OpLabel, Counter>,
+    works_held: Family<HoldLabel, Counter>,
     override_errors: Counter,
     bad_objects: Counter,
 }
@@ -79,6 +97,7 @@ impl BindingMetrics {
         let m = Self {
             reconciles: Family::default(),
             work_writes: Family::default(),
+            works_held: Family::default(),
             override_errors: Counter::default(),
             bad_objects: Counter::default(),
         };
@@ -92,6 +111,11 @@ impl BindingMetrics {
             "work_writes",
             "Work and execution namespace writes by operation (create, update, delete, namespace_create, namespace_delete)",
             m.work_writes.clone(),
+        );
+        sub.register(
+            "works_held",
+            "Work writes held back because the scheduler has not admitted the template's shape, by reason (not_decided, not_scheduled, detector_behind)",
+            m.works_held.clone(),
         );
         sub.register(
             "override_errors",
@@ -243,8 +267,14 @@ impl Shared {
             .by_gvk(&r.api_version, &r.kind)
             .map(|k| object_key(k, r.namespace.as_deref(), &r.name));
         let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+        // The scheduler's verdict too: a binding held back by the gate goes
+        // out when its generation is decided and placed.
+        let verdict = json!([
+            object.pointer("/status/schedulerObservedGeneration"),
+            scheduled_condition(object),
+        ]);
         Some(BindingEntry {
-            hash: hash_json(&json!([object.get("spec"), deleting])),
+            hash: hash_json(&json!([object.get("spec"), deleting, verdict])),
             template_key,
             api_version: r.api_version.clone(),
             kind: r.kind.clone(),
@@ -576,6 +606,7 @@ impl Shared {
             template: &template.object,
             divided,
         };
+        let admission = gate::admission(&binding.object, &spec, &template.object);
         let mut changed = false;
         let mut failed: Option<ObjectError> = None;
         for desired in desired_works(&input, &targets, &ordered) {
@@ -587,7 +618,7 @@ impl Shared {
                     continue;
                 }
             };
-            match self.put_work(&bref, d).await {
+            match self.put_work(&bref, d, admission).await {
                 Ok(c) => changed |= c,
                 Err(e) => failed = Some(e),
             }
@@ -615,14 +646,20 @@ impl Shared {
         })
     }
 
-    /// Creates or updates one Work; true when written.
+    /// Creates or updates one Work; true when written. Under a held
+    /// `admission` only writes that raise nothing go out ([`gate`]).
     async fn put_work(
         &self,
         binding: &BindingRef,
         d: works::DesiredWork,
+        admission: Admission,
     ) -> Result<bool, ObjectError> {
         let kind = &self.kinds.work;
         let Some(current) = self.objects.get(kind, Some(&d.namespace), &d.name)? else {
+            if !may_write(admission, None, manifests(&d.object)) {
+                self.held(binding, &d.cluster, admission);
+                return Ok(false);
+            }
             self.objects
                 .create(kind, Some(&d.namespace), d.object)
                 .await
@@ -654,11 +691,37 @@ impl Shared {
         let Some(new) = updated_work(&current.object, &d.object) else {
             return Ok(false);
         };
+        if !may_write(
+            admission,
+            Some(manifests(&current.object)),
+            manifests(&d.object),
+        ) {
+            self.held(binding, &d.cluster, admission);
+            return Ok(false);
+        }
         self.objects
             .write(kind, Some(&d.namespace), &d.name, &current, new, |_| {})
             .await?;
         self.metrics.write("update");
         Ok(true)
+    }
+
+    fn held(&self, binding: &BindingRef, cluster: &str, admission: Admission) {
+        let Admission::Held(why) = admission else {
+            return;
+        };
+        self.metrics
+            .works_held
+            .get_or_create(&HoldLabel {
+                reason: why.label(),
+            })
+            .inc();
+        tracing::debug!(
+            binding = binding.annotation(),
+            cluster,
+            reason = why.label(),
+            "binding controller: the template's shape is not admitted yet; the cluster's Work is left as it was"
+        );
     }
 
     /// Deletes the Works (store keys) whose cluster is not in `keep`.
