@@ -17,6 +17,12 @@
 //!   Event), stays refused across a SIGKILL and restart of the control
 //!   plane, and is placed as soon as the other workload is deleted;
 //!   `kubectl get frq` shows used/hard; `hami_quota_*` gauges follow.
+//! * `a_larger_request_per_replica_waits_for_admission`: a placed
+//!   Deployment of 2 × 1 GPU under a quota of 4 is edited with kubectl to 3
+//!   GPUs per replica; the binding shows `QuotaExceeded` and the members'
+//!   Deployments (watched from before the edit) never show anything but 1
+//!   GPU per replica; a quota raise to 6 admits it and the 3-GPU shape goes
+//!   out. A refused scale-up then still lets an image change through.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -32,7 +38,7 @@ use hami_api::quota::FederatedResourceQuota;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use support::{Hami, Timeline, eventually, kubectl};
@@ -756,6 +762,309 @@ async fn static_assignment_member_quota_and_waiting_binding() {
         "status says 6 GPUs used {:.2} s after train was deleted",
         deleted.elapsed().as_secs_f64()
     ));
+    t.print();
+}
+
+/// (replicas, GPUs per replica, image) of Deployment `name` in `ns` of a
+/// member, if it has one.
+fn member_view(d: &Deployment) -> (i32, String, String) {
+    let spec = d.spec.clone().unwrap_or_default();
+    let c = spec
+        .template
+        .spec
+        .unwrap_or_default()
+        .containers
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let gpus = c
+        .resources
+        .and_then(|r| r.limits)
+        .and_then(|l| l.get("nvidia.com/gpu").map(|q| q.0.clone()))
+        .unwrap_or_default();
+    (
+        spec.replicas.unwrap_or(1),
+        gpus,
+        c.image.unwrap_or_default(),
+    )
+}
+
+async fn member_deployments(
+    members: &[(&str, kube::Client)],
+    ns: &str,
+    name: &str,
+) -> Result<BTreeMap<String, (i32, String, String)>, String> {
+    let mut out = BTreeMap::new();
+    for (member, client) in members {
+        let d = Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(d) = d {
+            out.insert(member.to_string(), member_view(&d));
+        }
+    }
+    Ok(out)
+}
+
+/// The value of a counter line of the control plane's /metrics.
+fn metric(hami: &Hami, line_start: &str) -> u64 {
+    reqwest_metrics(hami)
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_larger_request_per_replica_waits_for_admission() {
+    const NS: &str = "shape";
+    let mut t = Timeline::new("quota-shape");
+    let tmp = tempfile::tempdir().unwrap();
+    let fleets = tmp.path().join("fleets.yaml");
+    std::fs::write(&fleets, indent_list(&[fleet(1, "east"), fleet(1, "west")])).unwrap();
+    let hami = Hami::start_with_args(
+        tmp.path(),
+        "127.0.0.1:0",
+        &["--sim-clusters", "2", "--fleet", fleets.to_str().unwrap()],
+    );
+    let client = hami.client().await;
+    members_ready(&client, [8, 8]).await;
+    t.mark("hami up --sim-clusters 2 (8 + 8 GPUs): members Ready");
+    create_namespace(&client, NS).await;
+    let quotas: Api<FederatedResourceQuota> = Api::namespaced(client.clone(), NS);
+    quotas
+        .create(
+            &PostParams::default(),
+            &quota(NS, "gpus", json!({"overall": {"nvidia.com/gpu": "4"}})),
+        )
+        .await
+        .unwrap();
+    create_policy(&client, NS).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let bindings: Api<ResourceBinding> = Api::namespaced(client.clone(), NS);
+    deployments
+        .create(
+            &PostParams::default(),
+            &gpu_deployment(NS, "infer", 2, Some("8000")),
+        )
+        .await
+        .unwrap();
+    let placed_with = |gpus_per_replica: i64| {
+        let bindings = bindings.clone();
+        async move {
+            let rb = bindings
+                .get("infer-deployment")
+                .await
+                .map_err(|e| e.to_string())?;
+            let per = rb
+                .spec
+                .replica_requirements
+                .as_ref()
+                .and_then(|r| r.gpu.as_ref())
+                .map_or(0, |g| g.count);
+            match scheduled(&rb) {
+                Some((s, _, _)) if s == "True" && settled(&rb) && per == gpus_per_replica => {
+                    Ok(gpus(&rb))
+                }
+                other => Err(format!("{per} GPUs per replica, {other:?}")),
+            }
+        }
+    };
+    let placed = eventually("infer placed", 60, || placed_with(1)).await;
+    assert_eq!(placed, 2);
+    let members = [
+        ("member-1", member_client(&hami, "member-1").await),
+        ("member-2", member_client(&hami, "member-2").await),
+    ];
+    let running = |want_gpus: &'static str, want_image: &'static str| {
+        let members = &members;
+        async move {
+            let got = member_deployments(members, NS, "infer").await?;
+            let replicas: i32 = got.values().map(|v| v.0).sum();
+            let ok = replicas == 2
+                && !got.is_empty()
+                && got.values().all(|v| v.1 == want_gpus && v.2 == want_image);
+            ok.then_some(got.clone()).ok_or(format!("{got:?}"))
+        }
+    };
+    let before = eventually("members run 2 replicas of 1 GPU", 30, || {
+        running("1", "hub.local/infer:1")
+    })
+    .await;
+    t.mark(format!("infer placed: 2 replicas × 1 GPU of 4: {before:?}"));
+
+    // From now on, every revision of the members' Deployments: the most
+    // GPUs per replica any of them ever showed.
+    let max_seen = Arc::new(AtomicU64::new(0));
+    let watches: Vec<_> = members
+        .iter()
+        .map(|(_, c)| {
+            let max_seen = max_seen.clone();
+            let api: Api<Deployment> = Api::namespaced(c.clone(), NS);
+            tokio::spawn(async move {
+                // With backoff: once the members stop (at the end, or a
+                // failed assertion), errors must not spin this task.
+                let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+                let mut stream = std::pin::pin!(stream);
+                while let Some(e) = stream.next().await {
+                    let Ok(e) = e else { continue };
+                    let ds = match e {
+                        watcher::Event::Apply(d) | watcher::Event::InitApply(d) => vec![d],
+                        _ => Vec::new(),
+                    };
+                    for d in ds {
+                        let n = member_view(&d).1.parse::<u64>().unwrap_or(0);
+                        max_seen.fetch_max(n, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("member watches see the Deployments", 10, || async {
+        (max_seen.load(Ordering::Relaxed) == 1)
+            .then_some(())
+            .ok_or("not yet".to_string())
+    })
+    .await;
+
+    // 3 GPUs per replica: 6 > 4.
+    let held_before = metric(
+        &hami,
+        r#"hami_binding_works_held_total{reason="not_scheduled"}"#,
+    );
+    let (ok, _, err) = kubectl(
+        &hami,
+        &[
+            "patch",
+            "deployment",
+            "infer",
+            "-n",
+            NS,
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/template/spec/containers/0/resources/limits/nvidia.com~1gpu","value":"3"}]"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    let message = eventually("the new shape refused for quota", 30, || async {
+        let rb = bindings
+            .get("infer-deployment")
+            .await
+            .map_err(|e| e.to_string())?;
+        let per = rb
+            .spec
+            .replica_requirements
+            .as_ref()
+            .and_then(|r| r.gpu.as_ref())
+            .map_or(0, |g| g.count);
+        match scheduled(&rb) {
+            Some((s, r, m)) if s == "False" && r == "QuotaExceeded" && settled(&rb) && per == 3 => {
+                Ok(m)
+            }
+            other => Err(format!(
+                "{per} GPUs per replica, {other:?}, {:?}",
+                rb.spec.clusters
+            )),
+        }
+    })
+    .await;
+    t.mark(format!("3 GPUs per replica refused: {message}"));
+    assert!(
+        message.contains("nvidia.com/gpu") && message.contains("limited 4"),
+        "{message}"
+    );
+    // The binding controller saw the verdict and held the Works back.
+    eventually("Works held for the refused shape", 30, || async {
+        let held = metric(
+            &hami,
+            r#"hami_binding_works_held_total{reason="not_scheduled"}"#,
+        );
+        (held > held_before)
+            .then_some(())
+            .ok_or(format!("{held} held"))
+    })
+    .await;
+    let kept = running("1", "hub.local/infer:1").await.unwrap();
+    assert_eq!(kept, before, "the members keep the old shape");
+    assert_eq!(
+        max_seen.load(Ordering::Relaxed),
+        1,
+        "a member showed the refused shape"
+    );
+    let (ok, out, err) = kubectl(&hami, &["describe", "rb", "infer-deployment", "-n", NS]);
+    assert!(ok && out.contains("QuotaExceeded"), "{err}{out}");
+    t.mark("members still run 1 GPU per replica (watched throughout)");
+
+    // A quota raise admits it: the 3-GPU shape goes out.
+    let raised = Instant::now();
+    quotas
+        .patch(
+            "gpus",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"overall": {"nvidia.com/gpu": "6"}}})),
+        )
+        .await
+        .unwrap();
+    let placed = eventually("the new shape admitted", 30, || placed_with(3)).await;
+    assert_eq!(placed, 6);
+    let after = eventually("members run 3 GPUs per replica", 30, || {
+        running("3", "hub.local/infer:1")
+    })
+    .await;
+    t.mark(format!(
+        "quota raised to 6: the 3-GPU shape reached the members {:.2} s later: {after:?}",
+        raised.elapsed().as_secs_f64()
+    ));
+
+    // A refused scale-up does not hold back an image change (its shape is
+    // the admitted one).
+    deployments
+        .patch(
+            "infer",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    eventually("the scale-up refused for quota", 30, || async {
+        let rb = bindings
+            .get("infer-deployment")
+            .await
+            .map_err(|e| e.to_string())?;
+        match scheduled(&rb) {
+            Some((s, r, _)) if s == "False" && r == "QuotaExceeded" && rb.spec.replicas == 3 => {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (ok, _, err) = kubectl(
+        &hami,
+        &[
+            "set",
+            "image",
+            "deployment/infer",
+            "main=hub.local/infer:2",
+            "-n",
+            NS,
+        ],
+    );
+    assert!(ok, "{err}");
+    let image = eventually("the image change reaches the members", 30, || {
+        running("3", "hub.local/infer:2")
+    })
+    .await;
+    t.mark(format!(
+        "scale-up to 3 refused; the image change went out: {image:?}"
+    ));
+    assert_eq!(max_seen.load(Ordering::Relaxed), 3);
+    for w in watches {
+        w.abort();
+    }
     t.print();
 }
 
