@@ -31,7 +31,6 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -100,37 +99,17 @@ fn helm(py: &Path, args: &[&str]) -> Result<Value, String> {
 
 // ------------------------------------------------------------ binaries
 
-/// The directory of the workspace's binaries, built once per test process
-/// (`cargo build --bins` of the packages beside `hami`: a no-op when fresh).
+/// The workspace's binaries, checked to be there.
 fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let hami = Path::new(env!("CARGO_BIN_EXE_hami"));
-        let dir = hami.parent().unwrap().to_path_buf();
-        let mut build = Command::new(env!("CARGO"));
-        build.args([
-            "build",
-            "--bins",
-            "-p",
-            "hami-agent",
-            "-p",
-            "hami-device-plugin",
-        ]);
-        build.args(["-p", "hami-estimator"]);
-        if dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.current_dir(repo_root()).status().expect("run cargo");
-        assert!(status.success(), "cargo build of the binaries failed");
-        for b in BINARIES {
-            assert!(
-                dir.join(b).exists(),
-                "{b} not in {} after the build",
-                dir.display()
-            );
-        }
-        dir
-    })
+    let dir = support::bin_dir();
+    for b in BINARIES {
+        assert!(
+            dir.join(b).exists(),
+            "{b} not in {} after the build",
+            dir.display()
+        );
+    }
+    dir
 }
 
 /// The binaries a chart may run.

@@ -58,31 +58,6 @@ fn require_prometheus() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
-/// The workspace's other binaries, built once per test process (a no-op
-/// when fresh), beside `hami`.
-fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_hami"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut build = Command::new(env!("CARGO"));
-    build.args([
-        "build",
-        "--bins",
-        "-p",
-        "hami-agent",
-        "-p",
-        "hami-device-plugin",
-    ]);
-    build.args(["-p", "hami-estimator"]);
-    if dir.ends_with("release") {
-        build.arg("--release");
-    }
-    let status = build.current_dir(repo_root()).status().unwrap();
-    assert!(status.success(), "cargo build of the binaries failed");
-    dir
-}
-
 /// A child process killed when dropped.
 struct Proc {
     name: &'static str,
@@ -412,7 +387,7 @@ fn prometheus_scrapes_every_binary_and_every_dashboard_and_alert_query_answers()
     let Some((prometheus, promtool)) = require_prometheus() else {
         return;
     };
-    let bins = bin_dir();
+    let bins = support::bin_dir();
     // Timed from here: the build above waits for cargo's lock when other
     // builds run.
     let started = Instant::now();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hami_api::binding::{GpuRequirement, ReplicaRequirements};
-use hami_api::cluster::{Cluster, ESTIMATOR_ENDPOINT_ANNOTATION};
+use hami_api::cluster::Cluster;
 use hami_api::common::{
     CLUSTER_GROUP, CLUSTER_VERSION, RESOURCE_GPU, RESOURCE_GPU_CORES, RESOURCE_GPU_MEM,
     RESOURCE_GPU_MEM_PERCENTAGE, ResourceList,
@@ -338,13 +338,7 @@ struct Feeder {
 impl Feeder {
     fn entry(kv: &KeyValue) -> Option<Entry> {
         let cluster: Cluster = serde_json::from_slice(&kv.value).ok()?;
-        let endpoint = cluster
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ESTIMATOR_ENDPOINT_ANNOTATION))
-            .filter(|e| !e.is_empty())
-            .cloned();
+        let endpoint = crate::controllers::scheduler::estimate::estimator_endpoint(&cluster);
         Some(Entry {
             view: ClusterView::from_cluster(&cluster),
             endpoint,

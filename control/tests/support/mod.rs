@@ -222,3 +222,33 @@ impl Timeline {
         eprintln!("[{}] timeline:\n{}", self.tag, self.lines.join("\n"));
     }
 }
+
+/// The directory of the workspace's binaries beside `hami`, with the other
+/// packages' binaries (hami-agent, hami-sim, hami-device-plugin,
+/// hami-estimator) built once per test process by the same command
+/// `scripts/test.sh` runs first (so a no-op under CI).
+pub fn bin_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_BIN_EXE_hami"))
+            .parent()
+            .expect("hami has a directory")
+            .to_path_buf();
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--bins"]);
+        build.args([
+            "-p",
+            "hami-agent",
+            "-p",
+            "hami-device-plugin",
+            "-p",
+            "hami-estimator",
+        ]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.current_dir(repo_root()).status().expect("run cargo");
+        assert!(status.success(), "cargo build of the binaries failed");
+        dir
+    })
+}

@@ -30,7 +30,7 @@ use std::time::Duration;
 use hami_api::binding::{
     ObjectReference, ResourceBindingSpec, ResourceBindingStatus, TargetCluster,
 };
-use hami_api::cluster::{Cluster, ESTIMATOR_ENDPOINT_ANNOTATION};
+use hami_api::cluster::Cluster;
 use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION};
 use hami_apiserver::ResourceKind;
 use hami_apiserver::keys::{kind_prefix, parse_key};
@@ -219,13 +219,7 @@ impl Shared {
         let endpoint_of = |kv: &KeyValue| -> Option<(String, Option<String>)> {
             let (_, name) = parse_key(&self.cluster, &kv.key)?;
             let c: Cluster = serde_json::from_slice(&kv.value).ok()?;
-            let endpoint = c
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ESTIMATOR_ENDPOINT_ANNOTATION))
-                .filter(|e| !e.is_empty())
-                .cloned();
+            let endpoint = crate::controllers::scheduler::estimate::estimator_endpoint(&c);
             Some((name.to_string(), endpoint))
         };
         let mut index = self.index.write();

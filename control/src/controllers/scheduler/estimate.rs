@@ -252,6 +252,18 @@ fn gpu_annotations(r: &ReplicaRequirements) -> HashMap<String, String> {
 }
 
 /// hami's requirements as Karmada's wire message.
+/// The estimator endpoint a Cluster advertises (its
+/// `cluster.hami.io/estimator-endpoint` annotation), if any and not empty.
+pub fn estimator_endpoint(cluster: &hami_api::cluster::Cluster) -> Option<String> {
+    cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(hami_api::cluster::ESTIMATOR_ENDPOINT_ANNOTATION))
+        .filter(|e| !e.is_empty())
+        .cloned()
+}
+
 pub fn to_pb(r: &ReplicaRequirements) -> pb::ReplicaRequirements {
     let node_claim = r.node_claim.as_ref().map(|c| pb::NodeClaim {
         node_affinity: c

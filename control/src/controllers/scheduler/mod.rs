@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hami_api::binding::ResourceBindingSpec;
-use hami_api::cluster::{Cluster, ESTIMATOR_ENDPOINT_ANNOTATION};
+use hami_api::cluster::Cluster;
 use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION, POLICY_GROUP, POLICY_VERSION};
 use hami_apiserver::ResourceKind;
 use hami_apiserver::keys::{kind_prefix, parse_key};
@@ -324,13 +324,7 @@ impl Shared {
         self.requeue(keys);
         let entry_of = |kv: &KeyValue| -> Option<ClusterEntry> {
             let cluster: Cluster = serde_json::from_slice(&kv.value).ok()?;
-            let endpoint = cluster
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ESTIMATOR_ENDPOINT_ANNOTATION))
-                .filter(|e| !e.is_empty())
-                .cloned();
+            let endpoint = estimate::estimator_endpoint(&cluster);
             Some(ClusterEntry {
                 view: ClusterView::from_cluster(&cluster),
                 endpoint,
