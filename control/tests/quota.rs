@@ -114,6 +114,25 @@ fn policy(ns: &str) -> Value {
 }
 
 /// Waits until both members are Ready and report `gpus` GPUs each.
+/// `hami up --sim-clusters 2` in `dir` with members of `a` and `b`
+/// (nodes, name prefix) of 8 GPUs per node, once both report their GPUs.
+async fn two_members(
+    dir: &std::path::Path,
+    a: (usize, &str),
+    b: (usize, &str),
+) -> (Hami, kube::Client) {
+    let fleets = dir.join("fleets.yaml");
+    std::fs::write(&fleets, indent_list(&[fleet(a.0, a.1), fleet(b.0, b.1)])).unwrap();
+    let hami = Hami::start_with_args(
+        dir,
+        "127.0.0.1:0",
+        &["--sim-clusters", "2", "--fleet", fleets.to_str().unwrap()],
+    );
+    let client = hami.client().await;
+    members_ready(&client, [a.0 as i64 * 8, b.0 as i64 * 8]).await;
+    (hami, client)
+}
+
 async fn members_ready(client: &kube::Client, gpus: [i64; 2]) {
     let clusters: Api<hami_api::cluster::Cluster> = Api::all(client.clone());
     eventually("members Ready with their GPUs", 60, || async {
@@ -287,15 +306,7 @@ impl Rng {
 async fn concurrent_scaling_never_exceeds_the_quota() {
     let mut t = Timeline::new("quota-concurrency");
     let tmp = tempfile::tempdir().unwrap();
-    let fleets = tmp.path().join("fleets.yaml");
-    std::fs::write(&fleets, indent_list(&[fleet(5, "a"), fleet(5, "b")])).unwrap();
-    let hami = Hami::start_with_args(
-        tmp.path(),
-        "127.0.0.1:0",
-        &["--sim-clusters", "2", "--fleet", fleets.to_str().unwrap()],
-    );
-    let client = hami.client().await;
-    members_ready(&client, [40, 40]).await;
+    let (_hami, client) = two_members(tmp.path(), (5, "a"), (5, "b")).await;
     t.mark("hami up --sim-clusters 2 (80 GPUs): members Ready");
     create_namespace(&client, NS).await;
     let quotas: Api<FederatedResourceQuota> = Api::namespaced(client.clone(), NS);
@@ -508,16 +519,8 @@ async fn static_assignment_member_quota_and_waiting_binding() {
     const TENANT: &str = "tenant";
     let mut t = Timeline::new("quota-e2e");
     let tmp = tempfile::tempdir().unwrap();
-    let fleets = tmp.path().join("fleets.yaml");
     // member-1: 32 GPUs; member-2: 8.
-    std::fs::write(&fleets, indent_list(&[fleet(4, "big"), fleet(1, "small")])).unwrap();
-    let mut hami = Hami::start_with_args(
-        tmp.path(),
-        "127.0.0.1:0",
-        &["--sim-clusters", "2", "--fleet", fleets.to_str().unwrap()],
-    );
-    let client = hami.client().await;
-    members_ready(&client, [32, 8]).await;
+    let (mut hami, client) = two_members(tmp.path(), (4, "big"), (1, "small")).await;
     t.mark("hami up --sim-clusters 2 (32 + 8 GPUs): members Ready");
     create_namespace(&client, TENANT).await;
     let quotas: Api<FederatedResourceQuota> = Api::namespaced(client.clone(), TENANT);
@@ -822,15 +825,7 @@ async fn a_larger_request_per_replica_waits_for_admission() {
     const NS: &str = "shape";
     let mut t = Timeline::new("quota-shape");
     let tmp = tempfile::tempdir().unwrap();
-    let fleets = tmp.path().join("fleets.yaml");
-    std::fs::write(&fleets, indent_list(&[fleet(1, "east"), fleet(1, "west")])).unwrap();
-    let hami = Hami::start_with_args(
-        tmp.path(),
-        "127.0.0.1:0",
-        &["--sim-clusters", "2", "--fleet", fleets.to_str().unwrap()],
-    );
-    let client = hami.client().await;
-    members_ready(&client, [8, 8]).await;
+    let (hami, client) = two_members(tmp.path(), (1, "east"), (1, "west")).await;
     t.mark("hami up --sim-clusters 2 (8 + 8 GPUs): members Ready");
     create_namespace(&client, NS).await;
     let quotas: Api<FederatedResourceQuota> = Api::namespaced(client.clone(), NS);

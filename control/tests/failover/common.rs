@@ -36,6 +36,14 @@ pub fn deployment(name: &str, replicas: i32) -> Deployment {
     .unwrap()
 }
 
+/// A Deployment's `status.readyReplicas` (0 when absent).
+pub fn ready_of(d: &Deployment) -> i32 {
+    d.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+}
+
 pub fn targets(b: &ResourceBinding) -> Vec<(String, i32)> {
     b.spec
         .clusters

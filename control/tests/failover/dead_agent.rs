@@ -48,12 +48,6 @@ async fn a_stopped_agent_moves_its_gpu_replicas_without_dropping_to_zero() {
         .await
         .unwrap();
     deps.create(&pp, &gpu_deployment("llm", 6)).await.unwrap();
-    let ready_of = |d: &Deployment| {
-        d.status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
-    };
     eventually("llm 6/6 ready", 90, || async {
         let d = deps.get("llm").await.map_err(|e| e.to_string())?;
         (ready_of(&d) == 6)

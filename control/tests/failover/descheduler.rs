@@ -53,12 +53,6 @@ async fn the_descheduler_moves_replicas_that_stay_pending() {
         .await
         .unwrap();
     deps.create(&pp, &gpu_deployment("train", 5)).await.unwrap();
-    let ready_of = |d: &Deployment| {
-        d.status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
-    };
     eventually("train 5/5 ready", 60, || async {
         let d = deps.get("train").await.map_err(|e| e.to_string())?;
         (ready_of(&d) == 5)

@@ -61,12 +61,6 @@ async fn replacements_that_never_become_ready_wait_for_the_grace_period() {
     .unwrap();
     ops.create(&pp, &op).await.unwrap();
     deps.create(&pp, &deployment("stuck", 2)).await.unwrap();
-    let ready_of = |d: &Deployment| {
-        d.status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
-    };
     eventually(
         "stuck: member-1's replica ready, member-2's pending",
         60,

@@ -46,12 +46,6 @@ async fn a_fresh_reschedule_trigger_rebalances_onto_a_recovered_cluster() {
         .await
         .unwrap();
     deps.create(&pp, &deployment("web", 6)).await.unwrap();
-    let ready_of = |d: &Deployment| {
-        d.status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
-    };
     let settled = |want_member1: bool| {
         let rbs = rbs.clone();
         let deps = deps.clone();

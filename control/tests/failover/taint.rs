@@ -93,12 +93,6 @@ async fn untolerated_no_execute_taint_moves_replicas_without_dropping_to_zero() 
     deps.create(&pp, &deployment("web", 6)).await.unwrap();
     deps.create(&pp, &deployment("pinned", 1)).await.unwrap();
 
-    let ready_of = |d: &Deployment| {
-        d.status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
-    };
     eventually("web 6/6 ready and pinned 1/1", 90, || async {
         let web = deps.get("web").await.map_err(|e| e.to_string())?;
         let pinned = deps.get("pinned").await.map_err(|e| e.to_string())?;
