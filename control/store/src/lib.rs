@@ -29,6 +29,7 @@ use async_trait::async_trait;
 pub mod embedded;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod fault;
 mod hub;
 pub mod memory;
 pub mod metrics;
@@ -36,8 +37,18 @@ pub mod metrics;
 pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdOptions, EtcdStore, Leadership};
+pub use fault::{FaultMetrics, FaultPlan, FaultyStore};
 pub use memory::{MemoryOptions, MemoryStore};
 pub use metrics::StoreMetrics;
+
+/// Live events a watcher may leave unread before it is dropped with
+/// [`StoreError::WatcherTooSlow`], by default in every backend. Large enough
+/// that a controller's watch over the whole registry rides out a burst of a
+/// few thousand writes (2,000 templates become 2,000 bindings and 4,000
+/// Works within seconds, each written several times) while the process is
+/// busy; tokio allocates a channel's slots as they fill, so an idle
+/// watcher costs nothing for it.
+pub const DEFAULT_WATCHER_CAPACITY: usize = 16_384;
 
 /// The store's global revision counter. 0 means "nothing written yet".
 pub type Revision = u64;

@@ -26,7 +26,7 @@ impl Default for MemoryOptions {
     fn default() -> Self {
         MemoryOptions {
             history: 10_000,
-            watcher_capacity: 1024,
+            watcher_capacity: crate::DEFAULT_WATCHER_CAPACITY,
         }
     }
 }

@@ -80,7 +80,7 @@ impl Default for EmbeddedOptions {
             history: 10_000,
             max_batch: 1024,
             queue_capacity: 4096,
-            watcher_capacity: 1024,
+            watcher_capacity: crate::DEFAULT_WATCHER_CAPACITY,
             cache_size_bytes: 256 * 1024 * 1024,
             metrics: crate::StoreMetrics::unregistered(),
         }

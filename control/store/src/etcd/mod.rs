@@ -78,7 +78,7 @@ impl Default for EtcdOptions {
             prefix: "/hami/".into(),
             history: 10_000,
             compact_interval: Some(Duration::from_secs(300)),
-            watcher_capacity: 1024,
+            watcher_capacity: crate::DEFAULT_WATCHER_CAPACITY,
             request_timeout: Duration::from_secs(10),
             metrics: StoreMetrics::unregistered(),
         }
