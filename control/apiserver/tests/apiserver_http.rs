@@ -378,6 +378,22 @@ async fn generate_name_and_namespaces() {
         (code, ns["status"]["phase"].as_str()),
         (202, Some("Terminating"))
     );
+    // Nothing new goes into a terminating namespace (its content is about
+    // to be deleted): 403, as kube-apiserver's NamespaceLifecycle answers.
+    let (code, body) = s
+        .post(
+            "/api/v1/namespaces/tmp/configmaps",
+            &configmap("late", json!({})),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert_status(&body, 403, "Forbidden");
+    assert!(
+        body["message"].as_str().unwrap().contains(
+            "unable to create new content in namespace tmp because it is being terminated"
+        ),
+        "{body}"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (code, _) = s.get("/api/v1/namespaces/tmp").await;

@@ -73,6 +73,18 @@ pub async fn delete(
                 "Precondition failed: UID in precondition does not match the UID of the object",
             ));
         }
+        if options
+            .resource_version
+            .as_ref()
+            .is_some_and(|rv| *rv != current.revision.to_string())
+        {
+            return Err(ApiError::conflict(
+                &kind.group,
+                &kind.plural,
+                name,
+                "Precondition failed: ResourceVersion in precondition does not match the object",
+            ));
+        }
         let mut object = current.object.clone();
         meta::metadata_mut(&mut object)
             .insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));

@@ -79,11 +79,18 @@ async fn health() -> &'static str {
     "ok"
 }
 
-async fn ready(AxumState(state): AxumState<Arc<State>>) -> Response {
+async fn ready(AxumState(state): AxumState<Arc<State>>, uri: Uri) -> Response {
     if *state.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    "ok".into_response()
+    let verbose = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
+    match state.readiness.report(verbose) {
+        (true, body) => body.into_response(),
+        (false, body) => (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
+    }
 }
 
 /// OpenMetrics for Prometheus (which asks for it), else the Prometheus text

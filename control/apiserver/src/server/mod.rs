@@ -16,6 +16,7 @@ pub mod objects;
 mod patching;
 pub mod protobuf;
 mod read;
+pub mod readiness;
 pub mod registry;
 pub mod request;
 mod scale;
@@ -75,6 +76,8 @@ pub struct State {
     pub shutdown: signal::Receiver<bool>,
     /// OpenAPI v3 documents, built from the registry on first request.
     pub openapi: std::sync::OnceLock<Option<crate::openapi::OpenApiV3>>,
+    /// Checks `/readyz` runs besides "serving" (see [`readiness`]).
+    pub readiness: readiness::Readiness,
 }
 
 /// The API server: state plus its router.
@@ -103,6 +106,7 @@ impl ApiServer {
                 metric_registry,
                 shutdown,
                 openapi: std::sync::OnceLock::new(),
+                readiness: readiness::Readiness::default(),
             }),
         }
     }

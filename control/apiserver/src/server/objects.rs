@@ -155,17 +155,35 @@ fn validate(state: &State, kind: &ResourceKind, object: &Value) -> Result<(), Ap
     Ok(())
 }
 
+/// A namespaced object may be created only in a namespace that exists and
+/// is not being terminated (Kubernetes' NamespaceLifecycle admission): the
+/// content of a terminating namespace is about to be deleted, new content
+/// with it.
 fn ensure_namespace_exists(
     state: &State,
     kind: &ResourceKind,
     ns: Option<&str>,
+    name: &str,
 ) -> Result<(), ApiError> {
     let (true, Some(ns)) = (kind.namespaced, ns) else {
         return Ok(());
     };
     let key = format!("/registry/core/namespaces/{ns}");
     match state.store.get(&key) {
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(kv)) => {
+            let terminating = serde_json::from_slice::<Value>(&kv.value)
+                .ok()
+                .is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some());
+            if terminating {
+                return Err(ApiError::namespace_terminating(
+                    &kind.group,
+                    &kind.plural,
+                    name,
+                    ns,
+                ));
+            }
+            Ok(())
+        }
         Ok(None) => Err(ApiError::not_found("", "namespaces", ns)),
         Err(e) => Err(store_err(e, kind, ns)),
     }
@@ -199,7 +217,7 @@ pub async fn create(
             )],
         ));
     }
-    ensure_namespace_exists(state, kind, ns)?;
+    ensure_namespace_exists(state, kind, ns, &name)?;
     {
         let metadata = meta::metadata_mut(&mut object);
         for field in [

@@ -41,6 +41,10 @@ pub enum ApiError {
     BadRequest { message: String },
     #[error("{message}")]
     NotFound { message: String, target: Target },
+    /// 403: the request is understood and refused (e.g. new content in a
+    /// namespace being terminated).
+    #[error("{message}")]
+    Forbidden { message: String, target: Target },
     #[error("{message}")]
     AlreadyExists { message: String, target: Target },
     #[error("{message}")]
@@ -91,6 +95,22 @@ impl ApiError {
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
         Self::NotFound {
             message: format!("{} \"{name}\" not found", group_resource(group, resource)),
+            target: Target {
+                name: name.to_owned(),
+                group: group.to_owned(),
+                kind: resource.to_owned(),
+            },
+        }
+    }
+
+    /// 403, worded as Kubernetes' NamespaceLifecycle admission words it
+    /// when a namespace is being terminated.
+    pub fn namespace_terminating(group: &str, resource: &str, name: &str, ns: &str) -> Self {
+        Self::Forbidden {
+            message: format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                group_resource(group, resource)
+            ),
             target: Target {
                 name: name.to_owned(),
                 group: group.to_owned(),
@@ -208,6 +228,7 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             Self::BadRequest { .. } => 400,
+            Self::Forbidden { .. } => 403,
             Self::NotFound { .. } => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::NotAcceptable { .. } => 406,
@@ -227,6 +248,7 @@ impl ApiError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::BadRequest { .. } => "BadRequest",
+            Self::Forbidden { .. } => "Forbidden",
             Self::NotFound { .. } => "NotFound",
             Self::MethodNotAllowed { .. } => "MethodNotAllowed",
             Self::NotAcceptable { .. } => "NotAcceptable",
@@ -254,6 +276,7 @@ impl ApiError {
         });
         let details = match self {
             Self::NotFound { target, .. }
+            | Self::Forbidden { target, .. }
             | Self::AlreadyExists { target, .. }
             | Self::Conflict { target, .. } => Some(target_json(target, &[])),
             Self::Invalid { target, causes, .. } | Self::ManagerConflict { target, causes, .. } => {
