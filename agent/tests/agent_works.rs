@@ -320,3 +320,88 @@ async fn a_job_work_reports_completion() {
     assert!(complete, "Job conditions are reflected: {st}");
     h.shutdown().await;
 }
+
+/// The agent deletes from the member only what a Work being deleted (its
+/// deletionTimestamp seen, the finalizer holding it) applied: a Work that
+/// vanished while the agent was away (its finalizer removed by hand, so no
+/// deletion was ever observed) is missing from the relisted cache and
+/// deletes nothing; kube-apiserver behaves the same for a finalizer
+/// stripped with `kubectl patch --type=merge -p '{"metadata":{"finalizers":null}}'`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_work_missing_from_the_relisted_cache_deletes_nothing_from_the_member() {
+    let mut h = Harness::start().await;
+    let works: Api<Work> = Api::namespaced(h.control.clone(), NS);
+    eventually("namespace registered", || async {
+        Api::<Namespace>::all(h.control.clone())
+            .get_opt(NS)
+            .await
+            .unwrap()
+    })
+    .await;
+    for name in ["keep", "orphan", "bye"] {
+        works
+            .create(
+                &PostParams::default(),
+                &work(name, NS, vec![gpu_deployment(name, 1)]),
+            )
+            .await
+            .unwrap();
+    }
+    let deployments: Api<Deployment> = Api::namespaced(h.member.clone(), "default");
+    eventually(
+        "three Deployments applied with the finalizer on",
+        || async {
+            for name in ["keep", "orphan", "bye"] {
+                deployments.get_opt(name).await.unwrap()?;
+                let w = works.get(name).await.unwrap();
+                w.metadata.finalizers.filter(|f| !f.is_empty())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+
+    h.stop_agent().await;
+    // `orphan` vanishes without a deletion the agent could see.
+    works
+        .patch(
+            "orphan",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    works
+        .delete("orphan", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(works.get_opt("orphan").await.unwrap().is_none());
+    // `bye` is deleted the normal way: its finalizer holds it.
+    works.delete("bye", &DeleteParams::default()).await.unwrap();
+
+    h.start_agent();
+    eventually("bye finalized and its Deployment deleted", || async {
+        let gone = works.get_opt("bye").await.unwrap().is_none();
+        let deleted = deployments.get_opt("bye").await.unwrap().is_none();
+        (gone && deleted).then_some(())
+    })
+    .await;
+    // Give the agent time to act on anything else it might (it re-applies
+    // `keep` after the restart).
+    eventually("keep re-applied", || async {
+        (h.metrics().applies_of(ApplyResult::Applied) >= 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        deployments.get_opt("orphan").await.unwrap().is_some(),
+        "deleted from the member because its Work was missing from the cache"
+    );
+    assert!(deployments.get_opt("keep").await.unwrap().is_some());
+    assert_eq!(
+        h.metrics().applies_of(ApplyResult::Deleted),
+        1,
+        "only bye's"
+    );
+    h.shutdown().await;
+}

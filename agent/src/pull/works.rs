@@ -15,6 +15,14 @@
 //! Manifests already applied are re-applied only when the Work's spec
 //! changes, when the member lost them, or after a restart (server-side
 //! apply is idempotent: a restart neither duplicates nor drops them).
+//!
+//! Deleting from the member is never decided on the cache alone: a Work
+//! missing from a relisted cache deletes nothing (only its deletion, a
+//! deletionTimestamp while the finalizer holds it, does), and before any
+//! member delete the Work is read again from the control plane (same uid,
+//! still being deleted, or still without that manifest). Each member delete
+//! is pinned to the object as just read (uid and resourceVersion
+//! preconditions) and to this Work's annotation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -29,7 +37,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+    PostParams, Preconditions,
 };
 use kube::discovery::Scope;
 use kube::runtime::WatchStreamExt;
@@ -345,14 +354,32 @@ impl Works {
                 }
             }
             // Still listed: applied now, or applied before and still wanted.
-            let wanted: Vec<ResourceIdentifier> = self.wanted_ids(&work);
+            let mut wanted: Vec<ResourceIdentifier> = self.wanted_ids(&work);
             let mut keep: Vec<ResourceIdentifier> = ok_ids.clone();
+            let dropped = prev_status.manifest_statuses.iter().any(|old| {
+                let id = &old.identifier;
+                !keep.iter().any(|k| same_object(k, id))
+                    && !wanted.iter().any(|k| same_object(k, id))
+            });
+            // A manifest looks dropped: the Work as the control plane holds
+            // it now must agree before anything is deleted.
+            let mut confirmed = !dropped;
+            if dropped {
+                match self.fresh_work(&work).await {
+                    Ok(Some(fresh)) if fresh.metadata.deletion_timestamp.is_none() => {
+                        wanted.extend(self.wanted_ids(&fresh));
+                        confirmed = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => errors.push(format!("reading the Work again: {e}")),
+                }
+            }
             for old in &prev_status.manifest_statuses {
                 let id = &old.identifier;
                 if keep.iter().any(|k| same_object(k, id)) {
                     continue;
                 }
-                if wanted.iter().any(|k| same_object(k, id)) {
+                if !confirmed || wanted.iter().any(|k| same_object(k, id)) {
                     keep.push(id.clone());
                     continue;
                 }
@@ -598,7 +625,19 @@ impl Works {
         })
     }
 
-    /// Deletes a member object if it is still marked as `work`'s.
+    /// `work` as the control plane holds it now: `None` when it is gone or
+    /// another Work of the same name (another uid) stands in its place.
+    async fn fresh_work(&self, work: &Work) -> Result<Option<Work>, CallError> {
+        let fresh = timed(
+            self.s.config.request_timeout,
+            self.control.get_opt(&work.name_any()),
+        )
+        .await?;
+        Ok(fresh.filter(|f| f.metadata.uid == work.metadata.uid))
+    }
+
+    /// Deletes a member object if it is still marked as `work`'s, pinned
+    /// to it as just read (uid and resourceVersion preconditions).
     async fn delete_owned(&mut self, work: &str, id: &ResourceIdentifier) -> Result<(), String> {
         let (ar, scope) = self.resolve(&id.group, &id.version, &id.kind).await?;
         let api: Api<DynamicObject> = match scope {
@@ -626,7 +665,11 @@ impl Works {
             );
             return Ok(());
         }
-        let dp = DeleteParams::background();
+        let mut dp = DeleteParams::background();
+        dp.preconditions = Some(Preconditions {
+            uid: current.metadata.uid.clone(),
+            resource_version: current.metadata.resource_version.clone(),
+        });
         match timed(t, api.delete(&id.name, &dp)).await {
             Ok(_) => {
                 self.s.metrics.applied(ApplyResult::Deleted);
@@ -647,6 +690,28 @@ impl Works {
             return Ok(());
         }
         let name = work.name_any();
+        // The cache says it is being deleted; the control plane must agree
+        // (the same Work, still being deleted) before the member loses
+        // anything.
+        let work = match self.fresh_work(work).await {
+            Ok(Some(fresh)) if fresh.metadata.deletion_timestamp.is_some() => fresh,
+            Ok(Some(_)) => return Err(false),
+            Ok(None) => {
+                tracing::info!(
+                    work = name,
+                    "the Work is gone (or replaced) without this agent's finalizer step; nothing deleted from the member"
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                self.s.failures.failed(Class::WorkWrite, &e);
+                return Err(false);
+            }
+        };
+        let work = &work;
+        if !work.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
         if work.spec.preserve_resources_on_deletion != Some(true) {
             let mut ids = listed(work);
             for id in self.wanted_ids(work) {
