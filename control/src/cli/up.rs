@@ -104,6 +104,49 @@ pub struct UpArgs {
     /// In the env variable, separate shapes with ';'.
     #[arg(long = "capacity-shape", env = "HAMI_CAPACITY_SHAPES", value_delimiter = ';', value_name = "NAME=SPEC", value_parser = crate::metrics::shapes::parse_capacity_shape)]
     pub capacity_shapes: Vec<crate::metrics::shapes::CapacityShape>,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// Fault injection for tests (hidden from --help): watches that fall
+/// behind and store writes that fail, on purpose (see
+/// `hami_store::fault`). Never for production.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FaultArgs {
+    /// Close every store watch as fallen behind after N to 2N events.
+    #[arg(long, env = "HAMI_FAULT_WATCH_BEHIND_AFTER", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub fault_watch_behind_after: Option<u64>,
+    /// Fraction (0 to 1) of store writes under --fault-write-prefix that
+    /// fail (half of them after taking effect).
+    #[arg(
+        long,
+        env = "HAMI_FAULT_WRITE_FAIL_RATIO",
+        hide = true,
+        default_value_t = 0.0
+    )]
+    pub fault_write_fail_ratio: f64,
+    /// Store key prefix of the writes that may fail (default: Works).
+    #[arg(
+        long,
+        env = "HAMI_FAULT_WRITE_PREFIX",
+        hide = true,
+        default_value = "/registry/work.hami.io/works/"
+    )]
+    pub fault_write_prefix: String,
+    /// Seed of the fault draws.
+    #[arg(long, env = "HAMI_FAULT_SEED", hide = true, default_value_t = 1)]
+    pub fault_seed: u64,
+}
+
+impl FaultArgs {
+    fn plan(&self) -> hami_store::FaultPlan {
+        hami_store::FaultPlan {
+            watch_behind_after: self.fault_watch_behind_after,
+            write_fail_ratio: self.fault_write_fail_ratio,
+            write_prefix: self.fault_write_prefix.clone(),
+            seed: self.fault_seed,
+        }
+    }
 }
 
 fn init_tracing(format: LogFormat) {
@@ -168,6 +211,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         (Some(store), _) => store.clone(),
         (None, Some(store)) => store.clone(),
         (None, None) => Arc::new(MemoryStore::new()),
+    };
+    let plan = args.faults.plan();
+    plan.validate()
+        .map_err(|e| anyhow::anyhow!("--fault-write-fail-ratio: {e}"))?;
+    let store: Arc<dyn Store> = if plan.is_active() {
+        tracing::warn!(
+            ?plan,
+            "FAULT INJECTION IS ON: store watches fall behind and writes fail on purpose (a test-only setting)"
+        );
+        let metrics = hami_store::FaultMetrics::register(&mut metric_registry);
+        Arc::new(hami_store::FaultyStore::new(store, plan, metrics))
+    } else {
+        store
     };
     let store_kind = match (&embedded, &etcd) {
         (Some(_), _) => "embedded",

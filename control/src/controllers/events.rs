@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::objects::{ObjectError, Objects};
+use super::objects::{ObjectError, Objects, Precondition};
 
 /// `source.component` and `reportingComponent` of the Events written here.
 pub const COMPONENT: &str = "hami-control";
@@ -320,24 +320,61 @@ async fn expire(
     metrics: &EventMetrics,
     now: Timestamp,
 ) {
-    let listed = match objects.store().list(&kind_prefix(kind), None, 0) {
-        Ok(l) => l,
+    let old = match expired_events(objects, kind, now) {
+        Ok(old) => old,
         Err(e) => {
             tracing::debug!(error = %e, "listing Events to expire failed");
             return;
         }
     };
-    let old: Vec<(String, String)> = listed
+    delete_expired(objects, kind, metrics, old).await;
+}
+
+/// One expired Event: namespace, name, and the Event as listed.
+type Expired = (String, String, Precondition);
+
+/// Our Events past their TTL, as listed now.
+fn expired_events(
+    objects: &Objects,
+    kind: &Arc<ResourceKind>,
+    now: Timestamp,
+) -> Result<Vec<Expired>, hami_store::StoreError> {
+    let listed = objects.store().list(&kind_prefix(kind), None, 0)?;
+    Ok(listed
         .items
         .iter()
-        .filter(|kv| serde_json::from_slice::<Value>(&kv.value).is_ok_and(|e| expired(&e, now)))
         .filter_map(|kv| {
+            let e = serde_json::from_slice::<Value>(&kv.value).ok()?;
+            if !expired(&e, now) {
+                return None;
+            }
             let (ns, name) = parse_key(kind, &kv.key)?;
-            Some((ns?.to_string(), name.to_string()))
+            let pin = Precondition {
+                uid: e
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                resource_version: kv.mod_revision.to_string(),
+            };
+            Some((ns?.to_string(), name.to_string(), pin))
         })
-        .collect();
-    for (ns, name) in old {
-        if objects.delete(kind, Some(&ns), &name).await.is_ok() {
+        .collect())
+}
+
+/// Deletes each expired Event pinned to it as listed: one updated since
+/// (a repeat counted on it) is not expired on the old copy.
+async fn delete_expired(
+    objects: &Objects,
+    kind: &Arc<ResourceKind>,
+    metrics: &EventMetrics,
+    old: Vec<Expired>,
+) {
+    for (ns, name, pin) in old {
+        if objects
+            .delete_pinned(kind, Some(&ns), &name, &pin)
+            .await
+            .is_ok()
+        {
             metrics.expired.inc();
         }
     }
@@ -413,6 +450,45 @@ mod tests {
         let mut theirs = e.clone();
         theirs["reportingComponent"] = json!("kubelet");
         assert!(!expired(&theirs, later(7200)));
+    }
+
+    #[tokio::test]
+    async fn an_event_updated_after_it_was_listed_as_expired_is_kept() {
+        let objects = crate::controllers::testing::objects().await;
+        let kind = objects.kind("v1", "Event").unwrap();
+        let mut e = event_object(&pending(Some("default")));
+        e["metadata"]["name"] = json!("old");
+        e["metadata"]["namespace"] = json!("default");
+        crate::controllers::testing::create(&objects, e).await;
+        let now: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let old = expired_events(&objects, &kind, now).unwrap();
+        assert_eq!(old.len(), 1);
+        // The recorder counts a repeat on it after the sweep listed it.
+        let current = objects.get(&kind, Some("default"), "old").unwrap().unwrap();
+        let mut again = current.object.clone();
+        again["count"] = json!(2);
+        objects
+            .write(&kind, Some("default"), "old", &current, again, |_| {})
+            .await
+            .unwrap();
+        let metrics = EventMetrics::register(&mut prometheus_client::registry::Registry::default());
+        delete_expired(&objects, &kind, &metrics, old).await;
+        assert!(
+            objects
+                .get(&kind, Some("default"), "old")
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(metrics.expired.get(), 0);
+        // Listed again (still past its TTL), it goes.
+        let old = expired_events(&objects, &kind, now).unwrap();
+        delete_expired(&objects, &kind, &metrics, old).await;
+        assert!(
+            objects
+                .get(&kind, Some("default"), "old")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

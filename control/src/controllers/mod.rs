@@ -24,8 +24,31 @@
 //! * [`quota`]: FederatedResourceQuota status, metrics and the member
 //!   ResourceQuotas; its admission gate runs inside the scheduler.
 //!
-//! Shared pieces: [`feed`] (store watch → index updates), [`queue`] (keys
-//! with dedup and per-key backoff), [`runner`] (the batched reconcile loop).
+//! Shared pieces: [`feed`] (store watch → index updates; a relist swaps
+//! the index whole), [`queue`] (keys with dedup and per-key backoff),
+//! [`runner`] (the batched reconcile loop, which decides nothing before
+//! every feed listed and retries every incomplete reconcile), [`tracker`]
+//! (sync state, relists, retries and queue age per controller, for
+//! metrics and `/readyz`).
+//!
+//! Destructive writes and what confirms them (each has a test where a stale
+//! index would have deleted and the confirmation stops it):
+//!
+//! | write | decided from | confirmed by |
+//! | --- | --- | --- |
+//! | binding: delete `hami-es-<cluster>` | index: no Cluster, no Work | store: Cluster absent, no Work listed in the namespace; delete pinned to the namespace's uid + resourceVersion |
+//! | binding: delete a Work | binding read from the store (its clusters, eviction tasks), Work keys from the index | Work read again: still this binding's; delete pinned to its uid + resourceVersion |
+//! | detector: delete a binding | template read from the store; policies from the index | policies listed from the store, the match decided again; delete pinned to the binding's uid + resourceVersion |
+//! | quota: delete a member ResourceQuota Work | quota read from the store; clusters from the index | Clusters listed from the store, the desired Works decided again; delete pinned |
+//! | health: taint a cluster unreachable / not-ready (evicts) | index: Lease, Cluster | Cluster and Lease read from the store, decided again; write at the Cluster's resourceVersion |
+//! | events: expire an Event | Events listed from the store | delete pinned to the Event as listed |
+//! | API: delete a namespace's content | a namespace deletion | creates in a terminating namespace are refused (403), so nothing new is lost with it |
+//! | agent: delete a member object | a Work being deleted (deletionTimestamp) or a manifest dropped from its spec | the Work read again from the control plane (same uid, still deleting / still without the manifest); member delete pinned to the object's uid + resourceVersion and to the Work annotation |
+//!
+//! Writes that only narrow where replicas go (the scheduler dropping a
+//! cluster, eviction, the descheduler) are decided on the binding read from
+//! the store and on indexes swapped whole after every feed synced; a
+//! cluster missing from the index makes them do less, never more.
 
 pub mod binding;
 pub mod descheduler;
@@ -41,6 +64,9 @@ pub mod quota;
 pub mod runner;
 pub mod scheduler;
 pub mod status;
+#[cfg(test)]
+pub mod testing;
+pub mod tracker;
 
 use std::sync::Arc;
 
@@ -63,6 +89,7 @@ pub struct ControllerMetrics {
     pub descheduler: descheduler::DeschedulerMetrics,
     pub events: events::EventMetrics,
     pub quota: quota::QuotaMetrics,
+    pub trackers: tracker::Trackers,
 }
 
 impl ControllerMetrics {
@@ -78,6 +105,7 @@ impl ControllerMetrics {
             descheduler: descheduler::DeschedulerMetrics::register(registry),
             events: events::EventMetrics::register(registry),
             quota: quota::QuotaMetrics::register(registry),
+            trackers: tracker::Trackers::register(registry),
         }
     }
 }
@@ -100,7 +128,9 @@ pub fn start(
     failover: FailoverOptions,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ObjectError> {
+    let readiness = state.readiness.clone();
     let objects = Objects::new(state);
+    let t = |name| metrics.trackers.get(name);
     let (events, events_task) = events::spawn(objects.clone(), metrics.events, stop.clone())?;
     let mut tasks = vec![
         events_task,
@@ -109,6 +139,7 @@ pub fn start(
             metrics.health,
             failover.health,
             events.clone(),
+            t("health"),
             stop.clone(),
         )?,
         eviction::spawn(
@@ -116,27 +147,53 @@ pub fn start(
             metrics.eviction,
             failover.eviction,
             events.clone(),
+            t("failover"),
             stop.clone(),
         )?,
-        detector::spawn(objects.clone(), metrics.detector, stop.clone())?,
-        binding::spawn(objects.clone(), metrics.binding, stop.clone())?,
-        status::spawn(objects.clone(), metrics.status, stop.clone())?,
-        push::spawn(objects.clone(), metrics.push, push, stop.clone())?,
-        quota::spawn(objects.clone(), metrics.quota, stop.clone())?,
+        detector::spawn(
+            objects.clone(),
+            metrics.detector,
+            t("detector"),
+            stop.clone(),
+        )?,
+        binding::spawn(objects.clone(), metrics.binding, t("binding"), stop.clone())?,
+        status::spawn(objects.clone(), metrics.status, t("status"), stop.clone())?,
+        push::spawn(objects.clone(), metrics.push, push, t("push"), stop.clone())?,
+        quota::spawn(objects.clone(), metrics.quota, t("quota"), stop.clone())?,
         scheduler::spawn_with(
             objects.clone(),
             metrics.scheduler,
             scheduler::SchedulerConfig::default(),
             Some(events.clone()),
+            t("scheduler"),
             stop.clone(),
         )?,
     ];
-    tasks.extend(descheduler::spawn(
+    let mut running: Vec<tracker::Tracker> = [
+        "health",
+        "failover",
+        "detector",
+        "binding",
+        "status",
+        "push",
+        "quota",
+        "scheduler",
+    ]
+    .into_iter()
+    .map(t)
+    .collect();
+    let descheduler = descheduler::spawn(
         objects,
         metrics.descheduler,
         failover.descheduler,
         events,
+        t("descheduler"),
         stop,
-    )?);
+    )?;
+    if descheduler.is_some() {
+        running.push(t("descheduler"));
+    }
+    tasks.extend(descheduler);
+    tracker::register_readiness(&readiness, &running);
     Ok(tasks)
 }

@@ -32,6 +32,10 @@ pub enum ObjectError {
     /// The server does not serve the kind.
     #[error("kind {0} is not served")]
     UnknownKind(String),
+    /// The reconcile could not do all it should (an input not known yet,
+    /// a write that failed): it must come back, so it is an error.
+    #[error("incomplete: {0}")]
+    Incomplete(String),
 }
 
 impl From<ApiError> for ObjectError {
@@ -157,6 +161,53 @@ impl Objects {
     ) -> Result<(), ObjectError> {
         match deletion::delete(&self.state, kind, ns, name, &Default::default()).await {
             Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What a destructive write is pinned to: the object exactly as it was read
+/// (its uid and resourceVersion), so that a decision taken on an older or
+/// other object fails instead of deleting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Precondition {
+    pub uid: Option<String>,
+    pub resource_version: String,
+}
+
+impl Precondition {
+    /// The precondition of a stored object as read.
+    pub fn of(stored: &Stored) -> Self {
+        Self {
+            uid: stored
+                .object
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            resource_version: stored.revision.to_string(),
+        }
+    }
+}
+
+impl Objects {
+    /// Deletes an object only if it still is what `pin` names (same uid,
+    /// same resourceVersion), with the API's own rules (finalizers
+    /// respected); absent is success. A changed object is
+    /// [`ObjectError::Conflict`]: re-read and decide again.
+    pub async fn delete_pinned(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        pin: &Precondition,
+    ) -> Result<(), ObjectError> {
+        let options = deletion::DeleteOptions {
+            uid: pin.uid.clone(),
+            resource_version: Some(pin.resource_version.clone()),
+        };
+        match deletion::delete(&self.state, kind, ns, name, &options).await {
+            Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+            Err(ApiError::Conflict { .. }) => Err(ObjectError::Conflict),
             Err(e) => Err(e.into()),
         }
     }

@@ -36,12 +36,19 @@ struct Inner {
     /// Earliest due time per delayed key (a later add_after does not postpone).
     delayed_at: HashMap<String, (Instant, u64)>,
     failures: HashMap<String, u32>,
+    /// When each key was queued without a success since (for the oldest
+    /// item's age): set when it becomes ready, kept across retries,
+    /// cleared by `forget`.
+    since: HashMap<String, Instant>,
     seq: u64,
     closed: bool,
 }
 
 impl Inner {
     fn add(&mut self, key: String) {
+        if !self.since.contains_key(&key) {
+            self.since.insert(key.clone(), Instant::now());
+        }
         if self.processing.contains(&key) {
             self.dirty.insert(key);
         } else if self.queued.insert(key.clone()) {
@@ -112,9 +119,36 @@ impl WorkQueue {
         delay
     }
 
-    /// Clears `key`'s failure count (it succeeded).
+    /// Clears `key`'s failure count and age (it succeeded, or was given
+    /// up). A key queued again meanwhile counts its age from now.
     pub fn forget(&self, key: &str) {
-        self.inner.lock().failures.remove(key);
+        let mut inner = self.inner.lock();
+        inner.failures.remove(key);
+        let again = inner.queued.contains(key)
+            || inner.dirty.contains(key)
+            || inner.delayed_at.contains_key(key);
+        if again {
+            inner.since.insert(key.to_string(), Instant::now());
+        } else {
+            inner.since.remove(key);
+        }
+    }
+
+    /// Counts `key`'s wait from now (it was decided, even if it is queued
+    /// again later, e.g. an unschedulable binding tried again for capacity).
+    pub fn restart_age(&self, key: &str) {
+        let mut inner = self.inner.lock();
+        if let Some(t) = inner.since.get_mut(key) {
+            *t = Instant::now();
+        }
+    }
+
+    /// How long the key queued longest without a success has waited
+    /// (ready, being processed, or waiting for a retry); `None` when none.
+    pub fn oldest_age(&self) -> Option<Duration> {
+        let inner = self.inner.lock();
+        let oldest = inner.since.values().min().copied()?;
+        Some(Instant::now().saturating_duration_since(oldest))
     }
 
     /// Marks `key` processed; queues it again if it was added meanwhile.
@@ -227,5 +261,35 @@ mod tests {
         assert_eq!(q.retry("k"), Duration::from_millis(20));
         q.forget("k");
         assert_eq!(q.retry("k"), Duration::from_millis(5), "forget resets");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_age_spans_retries_and_ends_with_success() {
+        let q = WorkQueue::new();
+        assert_eq!(q.oldest_age(), None);
+        q.add("a");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        q.add("b");
+        assert_eq!(q.oldest_age(), Some(Duration::from_secs(3)));
+        let _ = q.pop(10).await;
+        q.done("a");
+        q.done("b");
+        // "a" failed: it keeps its age while it waits for the retry.
+        q.retry("a");
+        q.forget("b");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(q.oldest_age(), Some(Duration::from_secs(5)));
+        assert_eq!(q.pop(10).await, vec!["a".to_string()]);
+        q.done("a");
+        q.forget("a");
+        assert_eq!(q.oldest_age(), None, "success ends the wait");
+        // A key added again while it was processed counts from then.
+        q.add("c");
+        let _ = q.pop(1).await;
+        tokio::time::advance(Duration::from_secs(4)).await;
+        q.add("c");
+        q.done("c");
+        q.forget("c");
+        assert_eq!(q.oldest_age(), Some(Duration::ZERO));
     }
 }

@@ -75,6 +75,8 @@ impl ClusterMetrics {
             [kind_prefix(&kind)],
             &feeder,
             Feeder::on_change,
+            // A metric view, not a controller: nothing waits for its sync.
+            &crate::controllers::tracker::Tracker::standalone("cluster_metrics"),
             stop,
         );
         Ok(())

@@ -250,6 +250,8 @@ impl ShapeMetrics {
             [kind_prefix(&kind)],
             &feeder,
             Feeder::on_change,
+            // A metric view, not a controller: nothing waits for its sync.
+            &crate::controllers::tracker::Tracker::standalone("capacity_shapes"),
             stop,
         );
         // The estimator calls' latency and errors are the scheduler's

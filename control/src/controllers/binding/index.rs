@@ -41,7 +41,7 @@ pub struct WorkEntry {
 /// ClusterOverridePolicy) and its spec.
 pub type PolicyEntry = (Option<String>, String, OverrideSpec);
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Index {
     pub bindings: HashMap<String, BindingEntry>,
     /// Template key -> (hash of its manifest, bindings using it).
@@ -198,6 +198,93 @@ impl Index {
                 .map(|((ns, name), spec)| (ns.clone(), name.clone(), spec.clone()))
                 .collect(),
         );
+    }
+}
+
+/// Queue key of an execution namespace's reconcile (binding keys are
+/// store keys, which start with `/`).
+pub const NAMESPACE_KEY: &str = "ns:";
+
+/// What a relist must requeue: every binding whose entry, Works, template
+/// or target clusters differ between the index it replaces (`old`) and the
+/// fresh one (`new`), every binding an override policy that differs could
+/// select, and the namespace of every cluster that came or went. Changes
+/// the watch missed are exactly these differences.
+pub fn relisted(old: &Index, new: &Index) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let works_of = |i: &Index, b: &str| -> Vec<(String, WorkEntry)> {
+        i.works_by_binding
+            .get(b)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| i.works.get(k).map(|w| (k.clone(), w.clone())))
+            .collect()
+    };
+    let template_hash = |i: &Index, b: Option<&BindingEntry>| {
+        b.and_then(|b| b.template_key.as_ref())
+            .and_then(|t| i.templates.get(t))
+            .map(|(h, _)| *h)
+    };
+    let bindings: BTreeSet<&String> = old
+        .bindings
+        .keys()
+        .chain(new.bindings.keys())
+        .chain(old.works_by_binding.keys())
+        .chain(new.works_by_binding.keys())
+        .collect();
+    for b in bindings {
+        let (o, n) = (old.bindings.get(b), new.bindings.get(b));
+        let template_moved = match (template_hash(old, o), template_hash(new, n)) {
+            (Some(Some(x)), Some(Some(y))) => x != y,
+            // Unknown on either side: the template may have changed.
+            (None, None) => false,
+            _ => true,
+        };
+        if o != n || template_moved || works_of(old, b) != works_of(new, b) {
+            keys.insert(b.clone());
+        }
+    }
+    let clusters: BTreeSet<&String> = old.clusters.keys().chain(new.clusters.keys()).collect();
+    for c in clusters {
+        match (old.clusters.get(c), new.clusters.get(c)) {
+            (Some(o), Some(n)) if o == n => {}
+            (Some(_), Some(_)) => {
+                keys.extend(old.bindings_on(c));
+                keys.extend(new.bindings_on(c));
+            }
+            _ => {
+                keys.insert(format!("{NAMESPACE_KEY}{c}"));
+                keys.extend(old.bindings_on(c));
+                keys.extend(new.bindings_on(c));
+            }
+        }
+    }
+    let policies: BTreeSet<&(Option<String>, String)> =
+        old.policies.keys().chain(new.policies.keys()).collect();
+    for p in policies {
+        let (o, n) = (old.policies.get(p), new.policies.get(p));
+        if o == n {
+            continue;
+        }
+        for spec in o.into_iter().chain(n) {
+            keys.extend(new.bindings_selected_by(p.0.as_deref(), spec));
+            keys.extend(old.bindings_selected_by(p.0.as_deref(), spec));
+        }
+    }
+    keys
+}
+
+impl Index {
+    /// The index without the template manifest hashes, which are a cache
+    /// for change detection: a template seen before its binding is hashed
+    /// by a fresh listing but unknown (None) to an index fed by events,
+    /// and an unknown hash only makes the next template event requeue.
+    pub fn without_template_hashes(&self) -> Index {
+        let mut i = self.clone();
+        for (h, _) in i.templates.values_mut() {
+            *h = None;
+        }
+        i
     }
 }
 

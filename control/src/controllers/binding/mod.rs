@@ -32,6 +32,9 @@ pub mod gate;
 pub mod index;
 pub mod works;
 
+#[cfg(test)]
+mod relist_tests;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -57,20 +60,17 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::feed::{self, Change};
-use super::objects::{ObjectError, Objects, spec_of};
+use super::objects::{ObjectError, Objects, Precondition, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
 use super::scheduler::status::scheduled_condition;
+use super::tracker::Tracker;
 use gate::{Admission, manifests, may_write};
-use index::{BindingEntry, Index, WorkEntry, targeting_view};
+use index::{BindingEntry, Index, NAMESPACE_KEY, WorkEntry, targeting_view};
 use works::{BindingInput, BindingRef, desired_works, fnv1a, strip_server_fields, updated_work};
 
 /// Label on an execution namespace: the cluster it serves.
 pub const LABEL_NAMESPACE_CLUSTER: &str = "cluster.hami.io/name";
-
-/// Queue keys of execution namespaces start with this (binding keys are
-/// store keys, which start with `/`).
-const NAMESPACE_KEY: &str = "ns:";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
@@ -82,12 +82,22 @@ struct HoldLabel {
     reason: &'static str,
 }
 
+/// Why a delete the index asked for was not done (the store said
+/// otherwise): the fixed set of `hami_binding_deletes_refused_total`.
+const REFUSED: [&str; 4] = [
+    "cluster_exists",
+    "works_left",
+    "other_owner",
+    "precondition",
+];
+
 /// Binding controller metrics (prefix `hami_binding_`).
 #[derive(Clone)]
 pub struct BindingMetrics {
     reconciles: Family<ResultLabel, Counter>,
     work_writes: Family<OpLabel, Counter>,
     works_held: Family<HoldLabel, Counter>,
+    deletes_refused: Family<HoldLabel, Counter>,
     override_errors: Counter,
     bad_objects: Counter,
 }
@@ -98,6 +108,7 @@ impl BindingMetrics {
             reconciles: Family::default(),
             work_writes: Family::default(),
             works_held: Family::default(),
+            deletes_refused: Family::default(),
             override_errors: Counter::default(),
             bad_objects: Counter::default(),
         };
@@ -117,6 +128,14 @@ impl BindingMetrics {
             "Work writes held back because the scheduler has not admitted the template's shape, by reason (not_decided, not_scheduled, detector_behind)",
             m.works_held.clone(),
         );
+        for reason in REFUSED {
+            drop(m.deletes_refused.get_or_create(&HoldLabel { reason }));
+        }
+        sub.register(
+            "deletes_refused",
+            "Deletes of Works or execution namespaces the index asked for and the store refuted, by reason (cluster_exists, works_left, other_owner, precondition)",
+            m.deletes_refused.clone(),
+        );
         sub.register(
             "override_errors",
             "Works not written because an override rule failed for their cluster",
@@ -132,6 +151,12 @@ impl BindingMetrics {
 
     fn write(&self, op: &'static str) {
         self.work_writes.get_or_create(&OpLabel { op }).inc();
+    }
+
+    fn confirm_refused(&self, reason: &'static str) {
+        self.deletes_refused
+            .get_or_create(&HoldLabel { reason })
+            .inc();
     }
 }
 
@@ -151,41 +176,55 @@ struct Shared {
     index: RwLock<Index>,
     queue: WorkQueue,
     metrics: BindingMetrics,
+    tracker: Tracker,
 }
 
 /// Starts the binding controller; it runs until `stop` turns true.
 pub fn spawn(
     objects: Objects,
     metrics: BindingMetrics,
+    tracker: Tracker,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
-    let work_gv = format!("{WORK_GROUP}/{WORK_VERSION}");
-    let policy_gv = format!("{POLICY_GROUP}/{POLICY_VERSION}");
-    let (rb, crb) = objects.binding_kinds()?;
-    let kinds = Kinds {
-        rb,
-        crb,
-        work: objects.kind(&work_gv, "Work")?,
-        cluster: objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?,
-        op: objects.kind(&policy_gv, "OverridePolicy")?,
-        cop: objects.kind(&policy_gv, "ClusterOverridePolicy")?,
-        namespace: objects.kind("v1", "Namespace")?,
-    };
-    let shared = Arc::new(Shared {
-        objects,
-        kinds,
-        index: RwLock::new(Index::default()),
-        queue: WorkQueue::new(),
-        metrics,
-    });
+    let shared = Arc::new(Shared::new(objects, metrics, tracker)?);
     feed::spawn(
         shared.objects.store(),
         ["/registry/".to_string()],
         &shared,
         Shared::on_change,
+        &shared.tracker,
         &stop,
     );
     Ok(runner::spawn(shared, stop))
+}
+
+impl Shared {
+    fn new(
+        objects: Objects,
+        metrics: BindingMetrics,
+        tracker: Tracker,
+    ) -> Result<Self, ObjectError> {
+        let work_gv = format!("{WORK_GROUP}/{WORK_VERSION}");
+        let policy_gv = format!("{POLICY_GROUP}/{POLICY_VERSION}");
+        let (rb, crb) = objects.binding_kinds()?;
+        let kinds = Kinds {
+            rb,
+            crb,
+            work: objects.kind(&work_gv, "Work")?,
+            cluster: objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?,
+            op: objects.kind(&policy_gv, "OverridePolicy")?,
+            cop: objects.kind(&policy_gv, "ClusterOverridePolicy")?,
+            namespace: objects.kind("v1", "Namespace")?,
+        };
+        Ok(Shared {
+            objects,
+            kinds,
+            index: RwLock::new(Index::default()),
+            queue: WorkQueue::new(),
+            metrics,
+            tracker,
+        })
+    }
 }
 
 impl Reconciler for Shared {
@@ -193,6 +232,10 @@ impl Reconciler for Shared {
 
     fn queue(&self) -> &WorkQueue {
         &self.queue
+    }
+
+    fn tracker(&self) -> &Tracker {
+        &self.tracker
     }
 
     async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
@@ -208,6 +251,13 @@ impl Reconciler for Shared {
             .get_or_create(&ResultLabel { result: outcome })
             .inc();
     }
+}
+
+/// What the store says of an execution namespace the index calls unused.
+enum Unused {
+    Yes,
+    ClusterExists,
+    HoldsWorks,
 }
 
 /// What a store key names.
@@ -311,42 +361,58 @@ impl Shared {
         let mut queue: BTreeSet<String> = BTreeSet::new();
         match change {
             Change::Reset(items) => self.reset(items, &mut queue),
-            Change::Apply(kv) => self.apply(kv, &mut queue),
-            Change::Delete(kv) => self.delete(kv, &mut queue),
+            Change::Apply(kv) => self.apply(&mut self.index.write(), kv, &mut queue),
+            Change::Delete(kv) => self.delete(&mut self.index.write(), kv, &mut queue),
         }
         for k in queue {
             self.queue.add(k);
         }
     }
 
-    fn reset(&self, items: Vec<KeyValue>, queue: &mut BTreeSet<String>) {
-        let ns_prefix = kind_prefix(&self.kinds.namespace);
-        {
-            *self.index.write() = Index::default();
-        }
+    /// The index of a full listing, built from nothing (no lock held).
+    fn build(&self, items: Vec<KeyValue>) -> Index {
+        let mut fresh = Index::default();
+        let mut ignored = BTreeSet::new();
         // Bindings first, so that templates listed before them are known.
         let (bindings, rest): (Vec<KeyValue>, Vec<KeyValue>) = items
             .into_iter()
             .partition(|kv| matches!(self.classify(&kv.key), Class::Binding));
         for kv in bindings.into_iter().chain(rest) {
-            if let Some(cluster) = kv
-                .key
-                .strip_prefix(&ns_prefix)
-                .and_then(cluster_of_execution_namespace)
-            {
-                queue.insert(format!("{NAMESPACE_KEY}{cluster}"));
-                continue;
-            }
-            self.apply(kv, queue);
+            self.apply(&mut fresh, kv, &mut ignored);
         }
-        let index = self.index.read();
-        queue.extend(index.bindings.keys().cloned());
-        queue.extend(index.clusters.keys().map(|c| format!("{NAMESPACE_KEY}{c}")));
+        fresh
     }
 
-    fn apply(&self, kv: KeyValue, queue: &mut BTreeSet<String>) {
+    /// A relist: the new index is built beside the old one and swapped in
+    /// whole; what differs between them is queued (reconciles meanwhile
+    /// read the old index, never a partial one).
+    fn reset(&self, items: Vec<KeyValue>, queue: &mut BTreeSet<String>) {
+        let ns_prefix = kind_prefix(&self.kinds.namespace);
+        let namespaces: Vec<String> = items
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(&ns_prefix))
+            .filter_map(cluster_of_execution_namespace)
+            .map(|c| format!("{NAMESPACE_KEY}{c}"))
+            .collect();
+        let fresh = self.build(items);
+        let old = feed::swap_in(&self.index, fresh);
+        let index = self.index.read();
+        queue.extend(index::relisted(&old, &index));
+        queue.extend(namespaces);
+    }
+
+    fn apply(&self, index: &mut Index, kv: KeyValue, queue: &mut BTreeSet<String>) {
         let class = self.classify(&kv.key);
-        if matches!(class, Class::Other) && !self.index.read().templates.contains_key(&kv.key) {
+        if let Some(cluster) = kv
+            .key
+            .strip_prefix(&kind_prefix(&self.kinds.namespace))
+            .and_then(cluster_of_execution_namespace)
+        {
+            // An execution namespace changed (e.g. it is being deleted).
+            queue.insert(format!("{NAMESPACE_KEY}{cluster}"));
+            return;
+        }
+        if matches!(class, Class::Other) && !index.templates.contains_key(&kv.key) {
             return;
         }
         let Some(object) = parse_json(&kv) else {
@@ -357,7 +423,6 @@ impl Shared {
             );
             return;
         };
-        let mut index = self.index.write();
         match class {
             Class::Binding => match self.binding_entry(&object) {
                 Some(e) => {
@@ -428,8 +493,7 @@ impl Shared {
         }
     }
 
-    fn delete(&self, kv: KeyValue, queue: &mut BTreeSet<String>) {
-        let mut index = self.index.write();
+    fn delete(&self, index: &mut Index, kv: KeyValue, queue: &mut BTreeSet<String>) {
         match self.classify(&kv.key) {
             Class::Binding => {
                 index.remove_binding(&kv.key);
@@ -463,7 +527,11 @@ impl Shared {
     }
 
     /// `hami-es-<cluster>` exists while the Cluster does; once it is gone,
-    /// the namespace goes when no Work is left in it.
+    /// the namespace goes when no Work is left in it. Deleting it is
+    /// confirmed against the store, whatever the index says: the Cluster
+    /// is absent and no Work is left in the namespace now (a revision at
+    /// least the index's), and the delete is pinned to the namespace as
+    /// read (uid, resourceVersion).
     async fn reconcile_namespace(&self, cluster: &str) -> Result<&'static str, ObjectError> {
         let ns = execution_namespace(cluster);
         let kind = &self.kinds.namespace;
@@ -495,22 +563,72 @@ impl Shared {
                 Err(e) => Err(e),
             };
         }
-        let ours = existing.as_ref().is_some_and(|s| {
-            s.object
-                .pointer("/metadata/labels")
-                .and_then(|l| l.get(LABEL_NAMESPACE_CLUSTER))
-                .and_then(Value::as_str)
-                == Some(cluster)
-        });
+        let Some(existing) = existing else {
+            return Ok("unchanged");
+        };
+        let ours = existing
+            .object
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(LABEL_NAMESPACE_CLUSTER))
+            .and_then(Value::as_str)
+            == Some(cluster);
         let deleting = existing
-            .as_ref()
-            .is_some_and(|s| s.object.pointer("/metadata/deletionTimestamp").is_some());
+            .object
+            .pointer("/metadata/deletionTimestamp")
+            .is_some();
         if !ours || deleting || works > 0 {
             return Ok("unchanged");
         }
-        self.objects.delete(kind, None, &ns).await?;
+        match self.namespace_unused(cluster, &ns)? {
+            Unused::Yes => {}
+            Unused::ClusterExists => {
+                // The index is behind the store: the Cluster's event comes.
+                self.metrics.confirm_refused("cluster_exists");
+                return Ok("unchanged");
+            }
+            Unused::HoldsWorks => {
+                // Their deletion events requeue the namespace.
+                self.metrics.confirm_refused("works_left");
+                return Ok("unchanged");
+            }
+        }
+        match self
+            .objects
+            .delete_pinned(kind, None, &ns, &Precondition::of(&existing))
+            .await
+        {
+            Ok(()) => {}
+            Err(ObjectError::Conflict) => {
+                self.metrics.confirm_refused("precondition");
+                return Err(ObjectError::Conflict);
+            }
+            Err(e) => return Err(e),
+        }
         self.metrics.write("namespace_delete");
         Ok("changed")
+    }
+
+    /// Whether the store (not the index) says `hami-es-<cluster>` is unused:
+    /// no Cluster of that name, no Work in it.
+    fn namespace_unused(&self, cluster: &str, ns: &str) -> Result<Unused, ObjectError> {
+        if self
+            .objects
+            .get(&self.kinds.cluster, None, cluster)?
+            .is_some()
+        {
+            return Ok(Unused::ClusterExists);
+        }
+        let prefix = hami_apiserver::keys::list_prefix(&self.kinds.work, Some(ns));
+        let works = self
+            .objects
+            .store()
+            .list(&prefix, None, 1)
+            .map_err(|e| ObjectError::Incomplete(format!("listing Works in {ns}: {e}")))?;
+        Ok(if works.items.is_empty() {
+            Unused::Yes
+        } else {
+            Unused::HoldsWorks
+        })
     }
 
     async fn reconcile_binding(&self, key: &str) -> Result<&'static str, ObjectError> {
@@ -533,14 +651,16 @@ impl Shared {
             .get(kind, ns, name)?
             .filter(|b| b.object.pointer("/metadata/deletionTimestamp").is_none());
         let Some(binding) = binding else {
-            return self.delete_works(&existing, &BTreeSet::new()).await;
+            return self.delete_works(key, &existing, &BTreeSet::new()).await;
         };
         let spec: ResourceBindingSpec = match spec_of(&binding.object) {
             Some(spec) => spec,
             None => {
                 self.metrics.bad_objects.inc();
                 tracing::warn!(key, "binding controller: binding spec unreadable");
-                return Ok("error");
+                return Err(ObjectError::Incomplete(
+                    "the binding's spec is unreadable".into(),
+                ));
             }
         };
         let r = &spec.resource;
@@ -555,7 +675,10 @@ impl Shared {
                 kind = r.kind,
                 "binding controller: template kind not served"
             );
-            return Ok("error");
+            return Err(ObjectError::Incomplete(format!(
+                "the template's kind {}/{} is not served",
+                r.api_version, r.kind
+            )));
         };
         let template = self
             .objects
@@ -597,6 +720,15 @@ impl Shared {
             .zip(&views)
             .filter_map(|(t, v)| v.as_ref().map(|v| (t, v)))
             .collect();
+        // A target the index does not know yet gets its Work on a retry
+        // (never silently dropped; its Cluster event may also requeue it).
+        let unknown: Vec<&str> = spec
+            .clusters
+            .iter()
+            .zip(&views)
+            .filter(|(_, v)| v.is_none())
+            .map(|(t, _)| t.name.as_str())
+            .collect();
         let bref = BindingRef {
             namespace: ns.map(str::to_string),
             name: name.to_string(),
@@ -615,6 +747,10 @@ impl Shared {
                 Err(f) => {
                     self.metrics.override_errors.inc();
                     tracing::warn!(key, cluster = f.cluster, error = %f.error, "binding controller: overrides failed; the cluster's Work is left as it was");
+                    failed = Some(ObjectError::Incomplete(format!(
+                        "overrides for cluster {} failed: {}",
+                        f.cluster, f.error
+                    )));
                     continue;
                 }
             };
@@ -635,9 +771,15 @@ impl Shared {
                     .map(|t| t.from_cluster.clone()),
             )
             .collect();
-        let deleted = self.delete_works(&existing, &keep).await?;
+        let deleted = self.delete_works(key, &existing, &keep).await?;
         if let Some(e) = failed {
             return Err(e);
+        }
+        if !unknown.is_empty() {
+            return Err(ObjectError::Incomplete(format!(
+                "target clusters not known yet: {}",
+                unknown.join(", ")
+            )));
         }
         Ok(if changed || deleted == "changed" {
             "changed"
@@ -724,9 +866,15 @@ impl Shared {
         );
     }
 
-    /// Deletes the Works (store keys) whose cluster is not in `keep`.
+    /// Deletes the Works (store keys, from the index) whose cluster is not
+    /// in `keep` (decided on the binding as just read from the store).
+    /// Each is read again and deleted only if it still belongs to
+    /// `binding`, pinned to its uid and resourceVersion: a Work the index
+    /// knows in an older state, or that now belongs to something else, is
+    /// not deleted on that stale view.
     async fn delete_works(
         &self,
+        binding: &str,
         works: &[String],
         keep: &BTreeSet<String>,
     ) -> Result<&'static str, ObjectError> {
@@ -738,9 +886,31 @@ impl Shared {
             if cluster_of_execution_namespace(ns).is_some_and(|c| keep.contains(c)) {
                 continue;
             }
-            self.objects
-                .delete(&self.kinds.work, Some(ns), name)
-                .await?;
+            let Some(current) = self.objects.get(&self.kinds.work, Some(ns), name)? else {
+                continue;
+            };
+            let owner = BindingRef::of_work(&current.object).map(|b| self.binding_key(&b));
+            if owner.as_deref() != Some(binding) {
+                self.metrics.confirm_refused("other_owner");
+                continue;
+            }
+            match self
+                .objects
+                .delete_pinned(
+                    &self.kinds.work,
+                    Some(ns),
+                    name,
+                    &Precondition::of(&current),
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(ObjectError::Conflict) => {
+                    self.metrics.confirm_refused("precondition");
+                    return Err(ObjectError::Conflict);
+                }
+                Err(e) => return Err(e),
+            }
             self.metrics.write("delete");
             changed = true;
         }

@@ -48,6 +48,7 @@ use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
 use super::runner::ResultLabel;
 use super::scheduler::status::needs_scheduling;
+use super::tracker::Tracker;
 
 /// Descheduler settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +148,7 @@ struct Shared {
     options: DeschedulerOptions,
     metrics: DeschedulerMetrics,
     events: EventRecorder,
+    tracker: Tracker,
 }
 
 /// Starts the descheduler (nothing when the interval is zero); it runs
@@ -156,6 +158,7 @@ pub fn spawn(
     metrics: DeschedulerMetrics,
     options: DeschedulerOptions,
     events: EventRecorder,
+    tracker: Tracker,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, ObjectError> {
     if options.interval.is_zero() {
@@ -174,11 +177,33 @@ pub fn spawn(
         options,
         metrics,
         events,
+        tracker,
     });
     let store = shared.objects.store();
-    feed::spawn(store, [prefixes.0], &shared, Shared::on_cluster, &stop);
-    feed::spawn(store, [prefixes.1], &shared, Shared::on_rb, &stop);
-    feed::spawn(store, [prefixes.2], &shared, Shared::on_crb, &stop);
+    feed::spawn(
+        store,
+        [prefixes.0],
+        &shared,
+        Shared::on_cluster,
+        &shared.tracker,
+        &stop,
+    );
+    feed::spawn(
+        store,
+        [prefixes.1],
+        &shared,
+        Shared::on_rb,
+        &shared.tracker,
+        &stop,
+    );
+    feed::spawn(
+        store,
+        [prefixes.2],
+        &shared,
+        Shared::on_crb,
+        &shared.tracker,
+        &stop,
+    );
     Ok(Some(tokio::spawn(async move {
         let start = tokio::time::Instant::now() + options.interval;
         let mut tick = tokio::time::interval_at(start, options.interval);
@@ -187,6 +212,10 @@ pub fn spawn(
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
+            }
+            // Nothing is judged on a watch that has not listed yet.
+            if !shared.tracker.is_synced() {
+                continue;
             }
             shared.pass().await;
         }

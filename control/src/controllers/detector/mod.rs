@@ -15,6 +15,9 @@
 pub mod matching;
 pub mod requirements;
 
+#[cfg(test)]
+mod relist_tests;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -31,9 +34,10 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::feed::{self, Change};
-use super::objects::{ObjectError, Objects, spec_of};
+use super::objects::{ObjectError, Objects, Precondition, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
+use super::tracker::Tracker;
 use matching::{Policy, Template, best_policy};
 
 /// Label on a binding: namespace of the PropagationPolicy that claimed it.
@@ -48,6 +52,7 @@ pub const LABEL_CPP_NAME: &str = "clusterpropagationpolicy.hami.io/name";
 pub struct DetectorMetrics {
     reconciles: Family<ResultLabel, Counter>,
     bad_objects: Counter,
+    deletes_refused: Counter,
 }
 
 impl DetectorMetrics {
@@ -55,6 +60,7 @@ impl DetectorMetrics {
         let m = Self {
             reconciles: Family::default(),
             bad_objects: Counter::default(),
+            deletes_refused: Counter::default(),
         };
         let sub = registry.sub_registry_with_prefix("hami_detector");
         sub.register(
@@ -66,6 +72,11 @@ impl DetectorMetrics {
             "bad_objects",
             "Policies or templates skipped because they could not be read",
             m.bad_objects.clone(),
+        );
+        sub.register(
+            "deletes_refused",
+            "Binding deletes the policy index asked for that the policies in the store refuted (the index was behind)",
+            m.deletes_refused.clone(),
         );
         m
     }
@@ -87,35 +98,23 @@ struct Shared {
     metrics: DetectorMetrics,
     rb: Arc<ResourceKind>,
     crb: Arc<ResourceKind>,
+    tracker: Tracker,
 }
 
 /// Starts the detector; it runs until `stop` turns true.
 pub fn spawn(
     objects: Objects,
     metrics: DetectorMetrics,
+    tracker: Tracker,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
-    let (rb, crb) = objects.binding_kinds()?;
-    let kinds = objects
-        .registry()
-        .kinds()
-        .iter()
-        .map(|k| ((k.store_group().to_string(), k.plural.clone()), k.clone()))
-        .collect();
-    let shared = Arc::new(Shared {
-        objects,
-        kinds,
-        policies: RwLock::new(BTreeMap::new()),
-        queue: WorkQueue::new(),
-        metrics,
-        rb,
-        crb,
-    });
+    let shared = Arc::new(Shared::new(objects, metrics, tracker)?);
     feed::spawn(
         shared.objects.store(),
         ["/registry/".to_string()],
         &shared,
         Shared::on_change,
+        &shared.tracker,
         &stop,
     );
     Ok(runner::spawn(shared, stop))
@@ -126,6 +125,10 @@ impl Reconciler for Shared {
 
     fn queue(&self) -> &WorkQueue {
         &self.queue
+    }
+
+    fn tracker(&self) -> &Tracker {
+        &self.tracker
     }
 
     async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
@@ -156,6 +159,30 @@ enum KeyKind<'a> {
 }
 
 impl Shared {
+    fn new(
+        objects: Objects,
+        metrics: DetectorMetrics,
+        tracker: Tracker,
+    ) -> Result<Self, ObjectError> {
+        let (rb, crb) = objects.binding_kinds()?;
+        let kinds = objects
+            .registry()
+            .kinds()
+            .iter()
+            .map(|k| ((k.store_group().to_string(), k.plural.clone()), k.clone()))
+            .collect();
+        Ok(Shared {
+            objects,
+            kinds,
+            policies: RwLock::new(BTreeMap::new()),
+            queue: WorkQueue::new(),
+            metrics,
+            rb,
+            crb,
+            tracker,
+        })
+    }
+
     fn classify(&self, key: &str) -> KeyKind<'_> {
         let Some(rest) = key.strip_prefix("/registry/") else {
             return KeyKind::Other;
@@ -353,6 +380,16 @@ impl Shared {
             best_policy(policies.values(), &view).cloned()
         };
         let Some(policy) = policy else {
+            // The index says no policy claims it; the store must agree
+            // before the binding (and with it the Works) goes.
+            if existing.is_some() && self.claimed_in_store(&view)? {
+                self.metrics.deletes_refused.inc();
+                tracing::info!(
+                    key,
+                    "detector: a policy in the store claims the template; the index is behind, binding kept"
+                );
+                return Ok("unchanged");
+            }
             return self.remove(binding_kind, ns, &binding_name, existing).await;
         };
         let extracted = match requirements::extract(t) {
@@ -360,7 +397,9 @@ impl Shared {
             Err(e) => {
                 self.metrics.bad_objects.inc();
                 tracing::warn!(key, error = %e, "detector: template requirements unreadable; not bound");
-                return Ok("error");
+                return Err(ObjectError::Incomplete(format!(
+                    "the template's requirements are unreadable: {e}"
+                )));
             }
         };
         let spec = ResourceBindingSpec {
@@ -466,6 +505,34 @@ impl Shared {
         Ok("updated")
     }
 
+    /// Whether some policy as stored now (not as indexed) claims `t`.
+    fn claimed_in_store(&self, t: &Template<'_>) -> Result<bool, ObjectError> {
+        let mut listed = Vec::new();
+        for (plural, cluster_wide) in [
+            ("propagationpolicies", false),
+            ("clusterpropagationpolicies", true),
+        ] {
+            let mut prefix = format!("/registry/{POLICY_GROUP}/{plural}/");
+            if !cluster_wide {
+                let Some(ns) = t.namespace else { continue };
+                prefix.push_str(ns);
+                prefix.push('/');
+            }
+            let items = self
+                .objects
+                .store()
+                .list(&prefix, None, 0)
+                .map_err(|e| ObjectError::Incomplete(format!("listing policies: {e}")))?
+                .items;
+            listed.extend(
+                items
+                    .iter()
+                    .filter_map(|kv| self.parse_policy(&kv.value, cluster_wide)),
+            );
+        }
+        Ok(best_policy(listed.iter(), t).is_some())
+    }
+
     async fn remove(
         &self,
         binding_kind: &ResourceKind,
@@ -486,7 +553,10 @@ impl Shared {
         if !ours {
             return Ok("unchanged");
         }
-        self.objects.delete(binding_kind, ns, name).await?;
+        // Pinned to the binding as read: one changed since is decided again.
+        self.objects
+            .delete_pinned(binding_kind, ns, name, &Precondition::of(&existing))
+            .await?;
         Ok("deleted")
     }
 }

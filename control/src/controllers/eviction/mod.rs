@@ -54,6 +54,7 @@ use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
 use super::scheduler::status::{needs_scheduling, observe_generation};
 use super::status::aggregate::set_condition;
+use super::tracker::Tracker;
 use decide::{Done, Eviction, Finished, PurgeSettings, TokenBucket};
 
 /// Failover settings.
@@ -189,6 +190,7 @@ struct Shared {
     bucket: Mutex<TokenBucket>,
     metrics: EvictionMetrics,
     events: EventRecorder,
+    tracker: Tracker,
 }
 
 /// Starts the failover controller; it runs until `stop` turns true.
@@ -197,6 +199,7 @@ pub fn spawn(
     metrics: EvictionMetrics,
     options: EvictionOptions,
     events: EventRecorder,
+    tracker: Tracker,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
     let (rb, crb) = objects.binding_kinds()?;
@@ -218,12 +221,14 @@ pub fn spawn(
         bucket: Mutex::new(TokenBucket::new(options.rate, options.burst)),
         metrics,
         events,
+        tracker,
     });
     feed::spawn(
         shared.objects.store(),
         [cluster_prefix],
         &shared,
         Shared::on_cluster,
+        &shared.tracker,
         &stop,
     );
     let [rb_prefix, crb_prefix] = binding_prefixes;
@@ -232,6 +237,7 @@ pub fn spawn(
         [rb_prefix],
         &shared,
         Shared::on_rb,
+        &shared.tracker,
         &stop,
     );
     feed::spawn(
@@ -239,6 +245,7 @@ pub fn spawn(
         [crb_prefix],
         &shared,
         Shared::on_crb,
+        &shared.tracker,
         &stop,
     );
     Ok(runner::spawn(shared, stop))
@@ -249,6 +256,10 @@ impl Reconciler for Shared {
 
     fn queue(&self) -> &WorkQueue {
         &self.queue
+    }
+
+    fn tracker(&self) -> &Tracker {
+        &self.tracker
     }
 
     async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
@@ -464,7 +475,9 @@ impl Shared {
             return Ok("unchanged");
         }
         let Some(spec) = spec_of::<ResourceBindingSpec>(&stored.object) else {
-            return Ok("unchanged");
+            return Err(ObjectError::Incomplete(
+                "the binding's spec is unreadable".into(),
+            ));
         };
         let status: ResourceBindingStatus = stored
             .object

@@ -12,13 +12,17 @@
 //! from the restart), which damps recovery ([`decide::step`]).
 
 pub mod decide;
+#[cfg(test)]
+mod relist_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hami_api::cluster::{Cluster, ClusterStatus};
-use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION, cluster_of_execution_namespace};
+use hami_api::common::{
+    CLUSTER_GROUP, CLUSTER_VERSION, cluster_of_execution_namespace, execution_namespace,
+};
 use hami_apiserver::ResourceKind;
 use hami_apiserver::keys::{kind_prefix, parse_key};
 use hami_store::KeyValue;
@@ -35,6 +39,7 @@ use tokio::sync::{Notify, watch};
 use super::events::{EventRecorder, Involved};
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects};
+use super::tracker::Tracker;
 pub use decide::{Desired, Health, HealthOptions, LeaseView, Verdict};
 
 /// How often every cluster is judged again (Leases lapse without events).
@@ -91,7 +96,7 @@ impl HealthMetrics {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Index {
     clusters: BTreeMap<String, Cluster>,
     leases: BTreeMap<String, LeaseView>,
@@ -110,6 +115,7 @@ struct Shared {
     events: EventRecorder,
     /// When this controller started (see [`LeaseView::seen_since`]).
     started: Timestamp,
+    tracker: Tracker,
 }
 
 /// Starts the health controller; it runs until `stop` turns true.
@@ -118,27 +124,25 @@ pub fn spawn(
     metrics: HealthMetrics,
     options: HealthOptions,
     events: EventRecorder,
+    tracker: Tracker,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
-    let cluster = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
-    let lease = objects.kind("coordination.k8s.io/v1", "Lease")?;
-    let (cluster_prefix, lease_prefix) = (kind_prefix(&cluster), kind_prefix(&lease));
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Shared::new(
         objects,
-        cluster,
-        lease,
-        index: RwLock::new(Index::default()),
-        changed: Notify::new(),
         metrics,
         options,
         events,
-        started: Timestamp::now(),
-    });
+        tracker,
+        Timestamp::now(),
+    )?);
+    let cluster_prefix = kind_prefix(&shared.cluster);
+    let lease_prefix = kind_prefix(&shared.lease);
     feed::spawn(
         shared.objects.store(),
         [cluster_prefix],
         &shared,
         Shared::on_cluster_change,
+        &shared.tracker,
         &stop,
     );
     feed::spawn(
@@ -146,11 +150,18 @@ pub fn spawn(
         [lease_prefix],
         &shared,
         Shared::on_lease_change,
+        &shared.tracker,
         &stop,
     );
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // No cluster is judged before both watches listed: a Cluster
+        // without its Lease in the index would look unreachable.
+        tokio::select! {
+            _ = shared.tracker.wait_synced() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -174,7 +185,10 @@ fn slim(mut c: Cluster) -> Cluster {
 }
 
 fn lease_view(kv: &KeyValue) -> Option<LeaseView> {
-    let lease: Lease = serde_json::from_slice(&kv.value).ok()?;
+    view_of(serde_json::from_slice(&kv.value).ok()?)
+}
+
+fn view_of(lease: Lease) -> Option<LeaseView> {
     let spec = lease.spec?;
     let renewed = spec.renew_time?.0;
     Some(LeaseView {
@@ -185,6 +199,30 @@ fn lease_view(kv: &KeyValue) -> Option<LeaseView> {
 }
 
 impl Shared {
+    fn new(
+        objects: Objects,
+        metrics: HealthMetrics,
+        options: HealthOptions,
+        events: EventRecorder,
+        tracker: Tracker,
+        started: Timestamp,
+    ) -> Result<Self, ObjectError> {
+        let cluster = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
+        let lease = objects.kind("coordination.k8s.io/v1", "Lease")?;
+        Ok(Shared {
+            objects,
+            cluster,
+            lease,
+            index: RwLock::new(Index::default()),
+            changed: Notify::new(),
+            metrics,
+            options,
+            events,
+            started,
+            tracker,
+        })
+    }
+
     /// The cluster whose agent Lease `key` is, if it is one.
     fn lease_cluster<'k>(&self, key: &'k str) -> Option<&'k str> {
         let (Some(ns), name) = parse_key(&self.lease, key)? else {
@@ -205,19 +243,19 @@ impl Shared {
     fn on_change(&self, change: Change, clusters: bool) {
         match change {
             Change::Reset(items) => {
-                {
-                    let mut index = self.index.write();
-                    if clusters {
-                        index.clusters.clear();
-                    } else {
-                        index.leases.clear();
-                    }
+                // Built beside the index, swapped in whole (one lock).
+                let mut fresh = Index::default();
+                for kv in &items {
+                    self.apply(&mut fresh, kv);
                 }
-                for kv in items {
-                    self.apply(&kv);
+                let mut index = self.index.write();
+                if clusters {
+                    index.clusters = fresh.clusters;
+                } else {
+                    index.leases = fresh.leases;
                 }
             }
-            Change::Apply(kv) => self.apply(&kv),
+            Change::Apply(kv) => self.apply(&mut self.index.write(), &kv),
             Change::Delete(kv) => {
                 let mut index = self.index.write();
                 if let Some((_, name)) = parse_key(&self.cluster, &kv.key) {
@@ -230,14 +268,11 @@ impl Shared {
         self.changed.notify_one();
     }
 
-    fn apply(&self, kv: &KeyValue) {
+    fn apply(&self, index: &mut Index, kv: &KeyValue) {
         if let Some((_, name)) = parse_key(&self.cluster, &kv.key) {
             match serde_json::from_slice::<Cluster>(&kv.value) {
                 Ok(c) => {
-                    self.index
-                        .write()
-                        .clusters
-                        .insert(name.to_string(), slim(c));
+                    index.clusters.insert(name.to_string(), slim(c));
                 }
                 Err(e) => {
                     self.metrics.bad_objects.inc();
@@ -247,7 +282,7 @@ impl Shared {
         } else if let Some(name) = self.lease_cluster(&kv.key) {
             match lease_view(kv) {
                 Some(l) => {
-                    self.index.write().leases.insert(name.to_string(), l);
+                    index.leases.insert(name.to_string(), l);
                 }
                 None => {
                     self.metrics.bad_objects.inc();
@@ -300,7 +335,9 @@ impl Shared {
         }
     }
 
-    /// Reads the Cluster, decides again on what is stored, writes once.
+    /// Reads the Cluster and its agent's Lease from the store (not the
+    /// index, which may be behind: a Lease the index has not seen renewed
+    /// would taint a live cluster), decides again on them, writes once.
     async fn write(&self, name: &str, now: Timestamp) -> Result<(), ObjectError> {
         let Some(stored) = self.objects.get(&self.cluster, None, name)? else {
             return Ok(());
@@ -309,13 +346,12 @@ impl Shared {
             self.metrics.bad_objects.inc();
             return Ok(());
         };
-        let (lease, since) = {
-            let index = self.index.read();
-            (
-                index.leases.get(name).map(|l| l.seen_since(self.started)),
-                index.healthy_since.get(name).copied(),
-            )
-        };
+        let lease = self
+            .objects
+            .get(&self.lease, Some(&execution_namespace(name)), name)?
+            .and_then(|l| view_of(serde_json::from_value(l.object).ok()?))
+            .map(|l| l.seen_since(self.started));
+        let since = self.index.read().healthy_since.get(name).copied();
         let verdict = decide::step(&cluster, lease.as_ref(), now, &self.options, since);
         let health = verdict.health;
         let Some(desired) = verdict.desired else {

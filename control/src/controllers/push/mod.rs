@@ -47,6 +47,7 @@ use tokio::sync::watch;
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects};
 use super::queue::WorkQueue;
+use super::tracker::Tracker;
 use desired::{Desired, PushSpec, REASON_INVALID_CREDENTIALS, desired};
 
 /// How long a stopping agent may take before it is abandoned.
@@ -137,6 +138,7 @@ struct Shared {
     queue: WorkQueue,
     metrics: PushMetrics,
     options: PushOptions,
+    tracker: Tracker,
 }
 
 /// Starts the Push controller; it runs until `stop` turns true, then stops
@@ -145,6 +147,7 @@ pub fn spawn(
     objects: Objects,
     metrics: PushMetrics,
     options: PushOptions,
+    tracker: Tracker,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
     let cluster = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
@@ -157,6 +160,7 @@ pub fn spawn(
         queue: WorkQueue::new(),
         metrics,
         options,
+        tracker,
     });
     let store = shared.objects.store();
     feed::spawn(
@@ -164,6 +168,7 @@ pub fn spawn(
         [kind_prefix(&cluster)],
         &shared,
         Shared::on_cluster,
+        &shared.tracker,
         &stop,
     );
     feed::spawn(
@@ -171,11 +176,19 @@ pub fn spawn(
         [kind_prefix(&secret)],
         &shared,
         Shared::on_secret,
+        &shared.tracker,
         &stop,
     );
     let mut stop = stop;
+    shared
+        .tracker
+        .spawn_sampler(shared.clone(), |s| &s.queue, stop.clone());
     Ok(tokio::spawn(async move {
         let mut current: BTreeMap<String, Current> = BTreeMap::new();
+        tokio::select! {
+            _ = shared.tracker.wait_synced() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         loop {
             let batch = tokio::select! {
                 b = shared.queue.pop(16) => b,
@@ -188,6 +201,7 @@ pub fn spawn(
                 match shared.reconcile(&name, &mut current).await {
                     Ok(()) => shared.queue.forget(&name),
                     Err(e) => {
+                        shared.tracker.retried();
                         let delay = shared.queue.retry(&name);
                         tracing::warn!(cluster = name, error = %e, ?delay, "push: reconcile failed; retrying");
                     }

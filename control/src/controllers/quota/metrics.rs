@@ -84,6 +84,7 @@ pub struct QuotaMetrics {
     pub(crate) status_writes: Counter,
     pub(crate) work_writes: Family<OpLabel, Counter>,
     pub(crate) bad_objects: Counter,
+    pub(crate) deletes_refused: Counter,
 }
 
 impl QuotaMetrics {
@@ -94,6 +95,7 @@ impl QuotaMetrics {
             status_writes: Counter::default(),
             work_writes: Family::default(),
             bad_objects: Counter::default(),
+            deletes_refused: Counter::default(),
         };
         let sub = registry.sub_registry_with_prefix("hami_quota");
         sub.register_collector(Box::new(QuotaCollector {
@@ -118,6 +120,11 @@ impl QuotaMetrics {
             "objects_skipped",
             "Quotas, bindings or Works skipped because they could not be read",
             m.bad_objects.clone(),
+        );
+        sub.register(
+            "deletes_refused",
+            "Member ResourceQuota Work deletes the index asked for that the store refuted (the Cluster exists and the quota still assigns it)",
+            m.deletes_refused.clone(),
         );
         m
     }

@@ -28,6 +28,9 @@ pub mod admission;
 pub mod metrics;
 pub mod works;
 
+#[cfg(test)]
+mod relist_tests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,9 +52,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::feed::{self, Change};
-use super::objects::{ObjectError, Objects, spec_of};
+use super::objects::{ObjectError, Objects, Precondition, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
+use super::tracker::Tracker;
 pub use metrics::QuotaMetrics;
 use works::{DesiredWork, desired_works, member_used, quota_of_work, same_work};
 
@@ -127,6 +131,7 @@ struct Kinds {
     quota: Arc<ResourceKind>,
     rb: Arc<ResourceKind>,
     work: Arc<ResourceKind>,
+    cluster: Arc<ResourceKind>,
 }
 
 struct Shared {
@@ -135,38 +140,30 @@ struct Shared {
     index: RwLock<Index>,
     queue: WorkQueue,
     metrics: QuotaMetrics,
+    tracker: Tracker,
 }
 
 /// Starts the quota status controller; it runs until `stop` turns true.
 pub fn spawn(
     objects: Objects,
     metrics: QuotaMetrics,
+    tracker: Tracker,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
-    let quota = objects.kind(
-        &format!("{POLICY_GROUP}/{POLICY_VERSION}"),
-        "FederatedResourceQuota",
-    )?;
-    let (rb, _) = objects.binding_kinds()?;
-    let work = objects.kind(&format!("{WORK_GROUP}/{WORK_VERSION}"), "Work")?;
-    let cluster = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
-    let shared = Arc::new(Shared {
-        objects,
-        kinds: Kinds {
-            quota: quota.clone(),
-            rb: rb.clone(),
-            work: work.clone(),
-        },
-        index: RwLock::default(),
-        queue: WorkQueue::new(),
-        metrics,
-    });
+    let shared = Arc::new(Shared::new(objects, metrics, tracker)?);
+    let (quota, rb, work, cluster) = (
+        shared.kinds.quota.clone(),
+        shared.kinds.rb.clone(),
+        shared.kinds.work.clone(),
+        shared.kinds.cluster.clone(),
+    );
     let store = shared.objects.store();
     feed::spawn(
         store,
         [kind_prefix(&cluster)],
         &shared,
         Shared::on_cluster,
+        &shared.tracker,
         &stop,
     );
     feed::spawn(
@@ -174,6 +171,7 @@ pub fn spawn(
         [kind_prefix(&quota)],
         &shared,
         Shared::on_quota,
+        &shared.tracker,
         &stop,
     );
     feed::spawn(
@@ -181,9 +179,17 @@ pub fn spawn(
         [kind_prefix(&rb)],
         &shared,
         Shared::on_binding,
+        &shared.tracker,
         &stop,
     );
-    feed::spawn(store, [kind_prefix(&work)], &shared, Shared::on_work, &stop);
+    feed::spawn(
+        store,
+        [kind_prefix(&work)],
+        &shared,
+        Shared::on_work,
+        &shared.tracker,
+        &stop,
+    );
     Ok(runner::spawn(shared, stop))
 }
 
@@ -192,6 +198,10 @@ impl Reconciler for Shared {
 
     fn queue(&self) -> &WorkQueue {
         &self.queue
+    }
+
+    fn tracker(&self) -> &Tracker {
+        &self.tracker
     }
 
     async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
@@ -210,6 +220,29 @@ impl Reconciler for Shared {
 }
 
 impl Shared {
+    fn new(objects: Objects, metrics: QuotaMetrics, tracker: Tracker) -> Result<Self, ObjectError> {
+        let quota = objects.kind(
+            &format!("{POLICY_GROUP}/{POLICY_VERSION}"),
+            "FederatedResourceQuota",
+        )?;
+        let (rb, _) = objects.binding_kinds()?;
+        let work = objects.kind(&format!("{WORK_GROUP}/{WORK_VERSION}"), "Work")?;
+        let cluster = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
+        Ok(Shared {
+            objects,
+            kinds: Kinds {
+                quota,
+                rb,
+                work,
+                cluster,
+            },
+            index: RwLock::default(),
+            queue: WorkQueue::new(),
+            metrics,
+            tracker,
+        })
+    }
+
     fn enqueue(&self, quotas: impl IntoIterator<Item = QuotaRef>) {
         for q in quotas {
             self.queue.add_after(q.key(), DEBOUNCE);
@@ -409,12 +442,14 @@ impl Shared {
                 .lines
                 .write()
                 .remove(&(q.namespace.clone(), q.name.clone()));
-            let changed = self.sync_works(q, Vec::new()).await?;
+            let changed = self.sync_works(q, None, Vec::new()).await?;
             return Ok(if changed { "deleted" } else { "unchanged" });
         };
         let Some(spec) = spec_of::<FederatedResourceQuotaSpec>(&stored.object) else {
             self.metrics.bad_objects.inc();
-            return Ok("error");
+            return Err(ObjectError::Incomplete(
+                "the quota's spec is unreadable".into(),
+            ));
         };
         let previous: Option<FederatedResourceQuotaStatus> = stored
             .object
@@ -426,16 +461,25 @@ impl Shared {
             .and_then(Value::as_i64);
         let now: Time = match serde_json::from_value(Value::String(now_rfc3339())) {
             Ok(t) => t,
-            Err(_) => return Ok("error"),
+            Err(_) => {
+                return Err(ObjectError::Incomplete(
+                    "no timestamp for the status".into(),
+                ));
+            }
         };
         let (status, desired) = {
             let index = self.index.read();
             let Some((book_spec, ledger)) = index.book.quota(&q.namespace, &q.name) else {
-                // The watch has not brought it yet; its event queues it.
-                return Ok("unchanged");
+                // The watch has not brought it yet: retried (its event
+                // queues it too).
+                return Err(ObjectError::Incomplete(
+                    "the quota is not in the accountant's book yet".into(),
+                ));
             };
             if *book_spec != spec {
-                return Ok("unchanged");
+                return Err(ObjectError::Incomplete(
+                    "the accountant's book has an older spec of the quota".into(),
+                ));
             }
             let known = index.known();
             let mut status =
@@ -453,7 +497,7 @@ impl Shared {
             .lines
             .write()
             .insert((q.namespace.clone(), q.name.clone()), metric_lines(&status));
-        let mut changed = self.sync_works(q, desired).await?;
+        let mut changed = self.sync_works(q, Some(&spec), desired).await?;
         let status_value = serde_json::to_value(&status).unwrap_or(Value::Null);
         let empty = Value::Object(Default::default());
         if stored.object.get("status").unwrap_or(&empty) != &status_value {
@@ -469,9 +513,14 @@ impl Shared {
     }
 
     /// Makes quota `q`'s Works the `desired` ones; true when it wrote.
+    /// `spec` is the quota as read from the store (`None`: gone). A Work
+    /// the desired set lacks is deleted only if the store agrees: its
+    /// cluster is gone or no longer assigned (the index may not know the
+    /// Cluster yet), and pinned to the Work as read again.
     async fn sync_works(
         &self,
         q: &QuotaRef,
+        spec: Option<&FederatedResourceQuotaSpec>,
         desired: Vec<DesiredWork>,
     ) -> Result<bool, ObjectError> {
         let kind = &self.kinds.work;
@@ -493,7 +542,25 @@ impl Shared {
                 continue;
             };
             if !wanted.contains(&(ns.to_string(), name.to_string())) {
-                self.objects.delete(kind, Some(ns), name).await?;
+                let cluster = cluster_of_execution_namespace(ns);
+                let assigned = spec.is_some_and(|s| {
+                    s.static_assignments
+                        .iter()
+                        .any(|a| Some(a.cluster_name.as_str()) == cluster)
+                });
+                if let Some(c) = cluster.filter(|_| assigned)
+                    && self.objects.get(&self.kinds.cluster, None, c)?.is_some()
+                {
+                    // The Cluster's event is on its way; it requeues the quota.
+                    self.metrics.deletes_refused.inc();
+                    continue;
+                }
+                let Some(current) = self.objects.get(kind, Some(ns), name)? else {
+                    continue;
+                };
+                self.objects
+                    .delete_pinned(kind, Some(ns), name, &Precondition::of(&current))
+                    .await?;
                 self.metrics.work_write("delete");
                 changed = true;
             }

@@ -28,7 +28,6 @@ pub struct SchedulerMetrics {
     attempts: Family<ResultLabel, Counter>,
     pub algorithm_seconds: Histogram,
     pub e2e_seconds: Histogram,
-    pub queue_depth: Gauge,
     pub estimator_seconds: Histogram,
     pub estimator_errors: Counter,
     pub unschedulable: Gauge,
@@ -46,7 +45,6 @@ impl SchedulerMetrics {
             // Dequeue to durable write: one group commit (a few ms) when idle,
             // seconds behind a backlog of thousands: 0.5 ms to 8 s, doubling.
             e2e_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
-            queue_depth: Gauge::default(),
             // A loopback or in-cluster gRPC call is sub-millisecond to a few
             // ms; the timeout is 1 s: 0.25 ms to 1 s, doubling.
             estimator_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 13)),
@@ -71,11 +69,7 @@ impl SchedulerMetrics {
             "Time from taking a binding off the queue to its decision being durably written",
             m.e2e_seconds.clone(),
         );
-        sub.register(
-            "queue_depth",
-            "Bindings waiting to be scheduled",
-            m.queue_depth.clone(),
-        );
+
         sub.register(
             "estimator_call_duration_seconds",
             "Duration of one estimator gRPC call (a batch of shapes for one cluster)",

@@ -43,7 +43,6 @@ pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hami_api::binding::ResourceBindingSpec;
 use hami_api::cluster::Cluster;
@@ -68,6 +67,7 @@ use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use super::quota::admission::QuotaGate;
+use super::tracker::Tracker;
 use estimate::{EstimateConfig, Estimators, Query};
 use metrics::{AttemptResult, SchedulerMetrics};
 
@@ -120,6 +120,7 @@ struct Shared {
     metrics: SchedulerMetrics,
     quota: QuotaGate,
     events: Option<EventRecorder>,
+    tracker: Tracker,
 }
 
 /// What a decision came to.
@@ -156,7 +157,14 @@ pub fn spawn(
     config: SchedulerConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
-    spawn_with(objects, metrics, config, None, stop)
+    spawn_with(
+        objects,
+        metrics,
+        config,
+        None,
+        Tracker::standalone("scheduler"),
+        stop,
+    )
 }
 
 /// Starts the scheduler, recording `QuotaExceeded` Events with `events`;
@@ -166,6 +174,7 @@ pub fn spawn_with(
     metrics: SchedulerMetrics,
     config: SchedulerConfig,
     events: Option<EventRecorder>,
+    tracker: Tracker,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
     let (rb, crb) = objects.binding_kinds()?;
@@ -186,6 +195,7 @@ pub fn spawn_with(
         metrics,
         quota: QuotaGate::new(),
         events,
+        tracker,
     });
     let store = shared.objects.store();
     // Clusters first, so the first bindings meet a populated index.
@@ -194,6 +204,7 @@ pub fn spawn_with(
         [kind_prefix(&cluster_kind)],
         &shared,
         Shared::on_cluster,
+        &shared.tracker,
         &stop,
     );
     feed::spawn(
@@ -201,25 +212,39 @@ pub fn spawn_with(
         [kind_prefix(&quota_kind)],
         &shared,
         Shared::on_quota,
+        &shared.tracker,
         &stop,
     );
-    feed::spawn(store, [kind_prefix(&rb)], &shared, Shared::on_rb, &stop);
+    feed::spawn(
+        store,
+        [kind_prefix(&rb)],
+        &shared,
+        Shared::on_rb,
+        &shared.tracker,
+        &stop,
+    );
     feed::spawn(
         store,
         [kind_prefix(&crb)],
         &shared,
-        Shared::on_binding,
+        Shared::on_crb,
+        &shared.tracker,
         &stop,
     );
     let (tx, rx) = mpsc::channel::<WriteJob>(config.max_in_flight.max(1) * 2);
     tokio::spawn(writer(shared.clone(), rx, config.max_in_flight.max(1)));
     let mut stop = stop;
+    shared
+        .tracker
+        .spawn_sampler(shared.clone(), |s| &s.queue, stop.clone());
     Ok(tokio::spawn(async move {
-        // Let the cluster watch list once before deciding anything, and
-        // decide nothing before the quota accountant has every list.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Decide nothing before every watch listed once (clusters, quotas,
+        // bindings) and the quota accountant has every list.
         tokio::select! {
-            _ = shared.quota.synced() => {}
+            _ = async {
+                shared.tracker.wait_synced().await;
+                shared.quota.synced().await;
+            } => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         loop {
@@ -230,7 +255,6 @@ pub fn spawn_with(
             if batch.is_empty() {
                 return;
             }
-            shared.metrics.queue_depth.set(shared.queue.len() as i64);
             if shared.pass(batch, &tx).await.is_err() {
                 return;
             }
@@ -260,6 +284,15 @@ fn refusal(r: &hami_quota::Refusal) -> (&'static str, String) {
         status::REASON_QUOTA_UNCOUNTABLE
     };
     (reason, r.to_string())
+}
+
+/// What reading a queued binding came to.
+enum Read {
+    Item(Box<Item>),
+    /// Gone, or nothing to decide.
+    Nothing,
+    /// The read failed: retried.
+    Failed,
 }
 
 /// A binding read for a pass.
@@ -316,7 +349,7 @@ impl Shared {
             Change::Delete(kv) => self.quota.binding_deleted(&kv.key),
         };
         self.requeue(keys);
-        self.on_binding(change);
+        self.on_binding(change, true);
     }
 
     fn on_cluster(&self, change: Change) {
@@ -393,7 +426,12 @@ impl Shared {
         }
     }
 
-    fn on_binding(&self, change: Change) {
+    fn on_crb(&self, change: Change) {
+        self.on_binding(change, false);
+    }
+
+    /// Bindings of one kind (`namespaced`: ResourceBindings).
+    fn on_binding(&self, change: Change, namespaced: bool) {
         let consider = |kv: KeyValue| {
             let Ok(object) = serde_json::from_slice::<Value>(&kv.value) else {
                 tracing::warn!(key = kv.key, "scheduler: unreadable binding skipped");
@@ -412,7 +450,15 @@ impl Shared {
             }
         };
         match change {
-            Change::Reset(items) => items.into_iter().for_each(consider),
+            Change::Reset(items) => {
+                // The listing replaces what was known of this kind.
+                let prefix = kind_prefix(if namespaced { &self.rb } else { &self.crb });
+                let listed: BTreeSet<&str> = items.iter().map(|kv| kv.key.as_str()).collect();
+                self.unschedulable
+                    .lock()
+                    .retain(|k| !k.starts_with(&prefix) || listed.contains(k.as_str()));
+                items.into_iter().for_each(consider)
+            }
             Change::Apply(kv) => consider(kv),
             Change::Delete(kv) => {
                 let mut unsched = self.unschedulable.lock();
@@ -435,14 +481,18 @@ impl Shared {
         Some((&self.crb, None, rest))
     }
 
-    fn read(&self, key: &str) -> Option<Item> {
-        let (kind, ns, name) = self.parse_key(key)?;
+    /// Reads a queued binding: what to decide, nothing to do, or a read
+    /// that failed (retried with the key's backoff, never dropped).
+    fn read(&self, key: &str) -> Read {
+        let Some((kind, ns, name)) = self.parse_key(key) else {
+            return Read::Nothing;
+        };
         let stored = match self.objects.get(kind, ns, name) {
             Ok(Some(s)) => s,
-            Ok(None) => return None,
+            Ok(None) => return Read::Nothing,
             Err(e) => {
-                tracing::warn!(key, error = %e, "scheduler: reading a binding failed");
-                return None;
+                tracing::warn!(key, error = %e, "scheduler: reading a binding failed; retrying");
+                return Read::Failed;
             }
         };
         // A new generation, or a binding waiting to be placed (unschedulable
@@ -450,14 +500,14 @@ impl Shared {
         if !status::needs_scheduling(&stored.object)
             && status::scheduled_condition(&stored.object) != Some("False")
         {
-            return None;
+            return Read::Nothing;
         }
         let spec: ResourceBindingSpec = match spec_of(&stored.object) {
             Some(spec) => spec,
             None => {
-                tracing::warn!(key, "scheduler: binding spec unreadable; skipped");
+                tracing::warn!(key, "scheduler: binding spec unreadable; retrying");
                 self.metrics.attempt(AttemptResult::Error);
-                return None;
+                return Read::Failed;
             }
         };
         let shape = spec
@@ -470,13 +520,13 @@ impl Shared {
             .as_ref()
             .and_then(|r| serde_json::to_string(r).ok())
             .unwrap_or_default();
-        Some(Item {
+        Read::Item(Box::new(Item {
             key: key.to_string(),
             stored,
             spec,
             shape,
             shape_key,
-        })
+        }))
     }
 
     async fn pass(&self, batch: Vec<String>, tx: &mpsc::Sender<WriteJob>) -> Result<(), ()> {
@@ -484,8 +534,16 @@ impl Shared {
         let mut items = Vec::with_capacity(batch.len());
         for key in batch {
             match self.read(&key) {
-                Some(item) => items.push(item),
-                None => self.queue.done(&key),
+                Read::Item(item) => items.push(*item),
+                Read::Nothing => {
+                    self.queue.done(&key);
+                    self.queue.forget(&key);
+                }
+                Read::Failed => {
+                    self.queue.done(&key);
+                    self.tracker.retried();
+                    self.queue.retry(&key);
+                }
             }
         }
         let snapshot = self.clusters.read().1.clone();
@@ -746,8 +804,12 @@ impl Shared {
                         self.queue.forget(&key);
                     }
                     Verdict2::Unschedulable => {
+                        // Decided (Scheduled=False is written): tried again
+                        // with backoff for capacity that may come, but not
+                        // a failing reconcile, so its wait starts over.
                         self.metrics.attempt(AttemptResult::Unschedulable);
                         self.queue.retry(&key);
+                        self.queue.restart_age(&key);
                     }
                     Verdict2::QuotaExceeded => {
                         // No retry timer: the quota gate queues it again
@@ -776,6 +838,7 @@ impl Shared {
                     }
                 }
                 self.metrics.attempt(AttemptResult::Error);
+                self.tracker.retried();
                 let delay = self.queue.retry(&key);
                 if !matches!(e, ObjectError::Conflict) {
                     tracing::warn!(key, error = %e, ?delay, "scheduler: writing a decision failed");

@@ -46,6 +46,7 @@ use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
 use super::queue::WorkQueue;
 use super::runner::{self, Reconciler, ResultLabel};
+use super::tracker::Tracker;
 use aggregate::{
     WorkReport, aggregated_items, all_observed, binding_status, evicting_items, template_status,
 };
@@ -132,12 +133,14 @@ struct Shared {
     index: RwLock<Index>,
     queue: WorkQueue,
     metrics: StatusMetrics,
+    tracker: Tracker,
 }
 
 /// Starts status aggregation; it runs until `stop` turns true.
 pub fn spawn(
     objects: Objects,
     metrics: StatusMetrics,
+    tracker: Tracker,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ObjectError> {
     let (rb, crb) = objects.binding_kinds()?;
@@ -149,14 +152,23 @@ pub fn spawn(
         index: RwLock::default(),
         queue: WorkQueue::new(),
         metrics,
+        tracker,
     });
     let store = shared.objects.store();
-    feed::spawn(store, [kind_prefix(&work)], &shared, Shared::on_work, &stop);
+    feed::spawn(
+        store,
+        [kind_prefix(&work)],
+        &shared,
+        Shared::on_work,
+        &shared.tracker,
+        &stop,
+    );
     feed::spawn(
         store,
         [kind_prefix(&rb), kind_prefix(&crb)],
         &shared,
         Shared::on_binding,
+        &shared.tracker,
         &stop,
     );
     Ok(runner::spawn(shared, stop))
@@ -167,6 +179,10 @@ impl Reconciler for Shared {
 
     fn queue(&self) -> &WorkQueue {
         &self.queue
+    }
+
+    fn tracker(&self) -> &Tracker {
+        &self.tracker
     }
 
     async fn reconcile(&self, key: &str) -> Result<&'static str, ObjectError> {
@@ -300,7 +316,9 @@ impl Shared {
             Some(spec) => spec,
             None => {
                 self.metrics.bad_objects.inc();
-                return Ok("error");
+                return Err(ObjectError::Incomplete(
+                    "the binding's spec is unreadable".into(),
+                ));
             }
         };
         let reports = self.index.read().reports(key);
