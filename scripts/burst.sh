@@ -2,7 +2,7 @@
 # The burst harness of control/tests/burst, run N times in a row:
 #
 #   scripts/burst.sh [--runs N] [--variant embedded|etcd|kill|all]
-#                    [--deployments N] [--seed S]
+#                    [--deployments N] [--seed S] [--no-faults]
 #
 # Each run propagates N Deployments (default 2000) of 2 replicas to three
 # simulated members with the control plane's watches forced to fall behind
@@ -10,7 +10,8 @@
 # every replica runs, and nothing was deleted. `kill` runs the members as
 # their own processes and SIGKILLs the control plane halfway. One summary
 # line per run ("BURST RESULT ...") goes to stdout and to
-# target/burst/results.txt; the script fails if any run failed.
+# target/burst/results.txt; the script fails if any run failed. With
+# --no-faults nothing is injected and no controller watch may fall behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,13 +19,15 @@ runs=1
 variant=embedded
 deployments=2000
 seed=""
+faults=on
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --variant) variant="$2"; shift 2 ;;
     --deployments) deployments="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --no-faults) faults=off; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "burst.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +49,7 @@ for i in $(seq 1 "$runs"); do
   log="target/burst/run-$i.log"
   echo "== run $i of $runs ($variant, $deployments Deployments), log in $log"
   start=$(date +%s)
-  if HAMI_BURST_DEPLOYMENTS="$deployments" ${seed:+HAMI_BURST_SEED="$seed"} \
+  if HAMI_BURST_DEPLOYMENTS="$deployments" HAMI_BURST_FAULTS="$faults" ${seed:+HAMI_BURST_SEED="$seed"} \
       cargo nextest run -p hami-control --test burst --no-capture $filter >"$log" 2>&1; then
     status=passed
   else

@@ -88,26 +88,36 @@ pub async fn run(
                 continue;
             }
         };
-        'watch: loop {
+        loop {
             let first = tokio::select! {
                 next = w.events.recv() => next,
                 _ = stop.wait_for(|s| *s) => return,
             };
+            // The first event, then whatever is already waiting (up to
+            // DRAIN in all) before yielding again.
             let mut next = first;
-            for _ in 0..DRAIN {
+            let mut handed = 0;
+            let relist = loop {
                 match next {
                     Some(Ok(Event::Put { kv, .. })) => handle(Change::Apply(kv)),
                     Some(Ok(Event::Delete { prev, .. })) => handle(Change::Delete(prev)),
                     Some(Err(StoreError::Closed)) | None => return,
                     Some(Err(e)) => {
                         tracing::warn!(%prefix, error = %e, "controller watch ended; relisting");
-                        break 'watch;
+                        break true;
                     }
                 }
-                next = match w.events.try_recv() {
-                    Ok(e) => Some(e),
-                    Err(_) => break,
-                };
+                handed += 1;
+                if handed == DRAIN {
+                    break false;
+                }
+                match w.events.try_recv() {
+                    Ok(e) => next = Some(e),
+                    Err(_) => break false,
+                }
+            };
+            if relist {
+                break;
             }
         }
     }
@@ -171,6 +181,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_many_drains_loses_no_event_without_a_relist() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let mirror = Arc::new(Mirror::default());
+        let tracker = Tracker::standalone("binding");
+        let (_stop_tx, stop) = watch::channel(false);
+        spawn(
+            &store,
+            ["/r/".to_string()],
+            &mirror,
+            Mirror::on,
+            &tracker,
+            &stop,
+        );
+        tracker.wait_synced().await;
+        // Written without yielding: the feed finds them all waiting and
+        // hands them over DRAIN at a time.
+        for i in 0..(DRAIN * 5 + 7) {
+            let key = format!("/r/{:04}", i % 300);
+            let value = i.to_be_bytes().to_vec();
+            if i < 300 {
+                store.create(&key, value).await.unwrap();
+            } else {
+                store.update(&key, value, None).await.unwrap();
+            }
+        }
+        let want: BTreeMap<String, Vec<u8>> = store
+            .list("/r/", None, 0)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while *mirror.map.read() != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "an event was lost between drains"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(tracker.relists(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,3 +236,138 @@ pub const RELIST_CASES: [(u64, usize, usize, usize); 6] = [
     (5, 120, 60, 120),
     (6, 200, 150, 160),
 ];
+
+/// One feed of a controller: the pool its burst draws from, and the
+/// handler its changes go to.
+pub struct FeedCase<S> {
+    pub pool: Vec<(String, Vec<Value>)>,
+    pub handle: fn(&S, Change),
+}
+
+/// Checks a controller's index against [`RELIST_CASES`]: for each case a
+/// fresh state from `make`, a burst per feed played with the watch falling
+/// behind and relisting mid-burst, then `read` of it must equal `read` of
+/// another fresh state given one `Reset` per feed of the final lists.
+pub async fn check_relists<S, T, F>(
+    make: impl Fn() -> F,
+    feeds: impl Fn(&S) -> Vec<FeedCase<S>>,
+    read: impl Fn(&S) -> T,
+) where
+    F: std::future::Future<Output = S>,
+    T: PartialEq + std::fmt::Debug,
+{
+    let empty = read(&make().await);
+    let mut filled = 0;
+    for (seed, len, behind, relist) in RELIST_CASES {
+        let s = make().await;
+        let fresh = make().await;
+        let mut rng = Rng(seed);
+        for feed in feeds(&s) {
+            let burst = burst(&mut rng, &feed.pool, len);
+            let mut model = Model::default();
+            play(&mut model, &burst, behind, relist, |c| (feed.handle)(&s, c));
+            (feed.handle)(&fresh, Change::Reset(model.list()));
+        }
+        let (got, want) = (read(&s), read(&fresh));
+        filled += usize::from(want != empty);
+        assert_eq!(
+            got, want,
+            "case seed {seed}: {len} writes, behind at {behind}, relist at {relist}"
+        );
+    }
+    assert!(filled > 0, "every burst left the index empty: the pools index nothing");
+}
+
+/// [`binding`] as the scheduler leaves it: generation 1 observed,
+/// `Scheduled=True`, divided by available replicas, with `ready` replicas
+/// reported per cluster and an eviction task from `evicting` when given.
+pub fn scheduled_binding(
+    name: &str,
+    clusters: &[(&str, i64)],
+    ready: i64,
+    evicting: Option<&str>,
+) -> Value {
+    let mut b = binding("default", name, clusters);
+    b["metadata"]["generation"] = json!(1);
+    b["spec"]["placement"] = json!({"replicaScheduling": {
+        "replicaSchedulingType": "Divided",
+        "replicaDivisionPreference": "Weighted",
+        "weightPreference": {"dynamicWeight": "AvailableReplicas"},
+    }});
+    if let Some(from) = evicting {
+        b["spec"]["gracefulEvictionTasks"] = json!([{
+            "fromCluster": from, "replicas": 1, "reason": "TaintUntolerated",
+            "producer": "TaintManager", "creationTimestamp": "2026-01-01T00:00:00Z",
+        }]);
+    }
+    b["status"] = json!({
+        "schedulerObservedGeneration": 1,
+        "conditions": [{"type": "Scheduled", "status": "True", "reason": "Success",
+                        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "aggregatedStatus": clusters.iter().map(|(c, _)| json!({
+            "clusterName": c, "applied": true,
+            "status": {"replicas": ready, "readyReplicas": ready},
+        })).collect::<Vec<_>>(),
+    });
+    b
+}
+
+/// A Work of binding `default/<binding>` in `hami-es-<cluster>` as the
+/// agent reports it: applied at generation 1, `ready` replicas ready.
+pub fn reported_work(cluster: &str, binding: &str, ready: i64) -> Value {
+    let mut w = work(cluster, "default", binding, "v1");
+    w["metadata"]["generation"] = json!(1);
+    w["status"] = json!({
+        "conditions": [{"type": "Applied", "status": "True", "reason": "AppliedSuccessful",
+                        "message": "", "observedGeneration": 1,
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "manifestStatuses": [{
+            "identifier": {"ordinal": 0, "group": "apps", "version": "v1", "kind": "Deployment",
+                           "namespace": "default", "name": binding},
+            "status": {"replicas": 2, "readyReplicas": ready},
+            "health": "Healthy",
+        }],
+    });
+    w
+}
+
+/// Pool entries for the ResourceBindings `web` and `api` in `default`,
+/// keyed under `kind`, in versions a burst moves between.
+pub fn binding_pool(kind: &hami_apiserver::ResourceKind) -> Vec<(String, Vec<Value>)> {
+    ["web", "api"]
+        .iter()
+        .map(|app| {
+            (
+                Objects::key(kind, Some("default"), &format!("{app}-deployment")),
+                vec![
+                    scheduled_binding(app, &[("a", 1), ("b", 1)], 1, None),
+                    scheduled_binding(app, &[("b", 2)], 0, Some("a")),
+                    scheduled_binding(app, &[("a", 2)], 2, None),
+                    binding("default", app, &[("c", 2)]),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Pool entries for the Clusters a, b and c, with and without a NoExecute
+/// taint (its timeAdded set, as the health controller writes it).
+pub fn cluster_pool(kind: &hami_apiserver::ResourceKind) -> Vec<(String, Vec<Value>)> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|c| {
+            let mut tainted = cluster(c, json!({}));
+            tainted["spec"]["taints"] = json!([{
+                "key": "cluster.hami.io/unreachable", "effect": "NoExecute",
+                "timeAdded": "2026-01-01T00:00:00Z",
+            }]);
+            let mut with_estimator = cluster(c, json!({}));
+            with_estimator["metadata"]["annotations"] =
+                json!({hami_api::cluster::ESTIMATOR_ENDPOINT_ANNOTATION: format!("127.0.0.1:{}", 10000 + u16::from(c.as_bytes()[0]))});
+            (
+                Objects::key(kind, None, c),
+                vec![cluster(c, json!({})), tainted, with_estimator],
+            )
+        })
+        .collect()
+}

@@ -8,7 +8,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use super::*;
-use crate::controllers::testing::{self, Model, RELIST_CASES, Rng};
+use crate::controllers::testing::{self, FeedCase};
 
 async fn shared() -> Shared {
     let objects = testing::objects().await;
@@ -96,22 +96,17 @@ fn pool(s: &Shared) -> Vec<(String, Vec<Value>)> {
 
 #[tokio::test]
 async fn a_relist_mid_burst_leaves_the_index_equal_to_a_fresh_list() {
-    for (seed, len, behind, relist) in RELIST_CASES {
-        let s = shared().await;
-        let pool = pool(&s);
-        let mut rng = Rng(seed);
-        let burst = testing::burst(&mut rng, &pool, len);
-        let mut model = Model::default();
-        testing::play(&mut model, &burst, behind, relist, |c| s.on_change(c));
-        let fresh = s.build(model.list());
-        let got = s.index.read().without_template_hashes();
-        assert_eq!(
-            got,
-            fresh.without_template_hashes(),
-            "case seed {seed}: behind at {behind}, relist at {relist}"
-        );
-        assert!(!fresh.bindings.is_empty() || !fresh.works.is_empty() || len < 10);
-    }
+    testing::check_relists(
+        shared,
+        |s| {
+            vec![FeedCase {
+                pool: pool(s),
+                handle: Shared::on_change,
+            }]
+        },
+        |s| s.index.read().without_template_hashes(),
+    )
+    .await;
 }
 
 #[test]

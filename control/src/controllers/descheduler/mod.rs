@@ -22,6 +22,8 @@
 
 pub mod decide;
 pub mod estimate;
+#[cfg(test)]
+mod relist_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -130,7 +132,7 @@ struct Entry {
     ready: BTreeMap<String, i32>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct Index {
     /// Cluster → its estimator endpoint.
     endpoints: BTreeMap<String, String>,

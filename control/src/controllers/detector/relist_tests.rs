@@ -7,7 +7,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use super::*;
-use crate::controllers::testing::{self, Model, RELIST_CASES, Rng};
+use crate::controllers::testing::{self, FeedCase};
 
 async fn shared() -> Shared {
     let objects = testing::objects().await;
@@ -30,38 +30,35 @@ fn policy(name: &str, kind: &str, priority: i64) -> Value {
 
 #[tokio::test]
 async fn a_relist_mid_burst_leaves_the_policy_index_equal_to_a_fresh_list() {
-    for (seed, len, behind, relist) in RELIST_CASES {
-        let s = shared().await;
-        let pp = s
-            .objects
-            .kind("policy.hami.io/v1alpha1", "PropagationPolicy")
-            .unwrap();
-        let deploy = s.objects.kind("apps/v1", "Deployment").unwrap();
-        let mut pool: Vec<(String, Vec<Value>)> = ["p1", "p2", "p3"]
-            .iter()
-            .map(|p| {
-                (
-                    Objects::key(&pp, Some("default"), p),
-                    vec![policy(p, "Deployment", 1), policy(p, "StatefulSet", 2)],
-                )
-            })
-            .collect();
-        pool.push((
-            Objects::key(&deploy, Some("default"), "web"),
-            vec![testing::deployment("default", "web", 2)],
-        ));
-        let mut rng = Rng(seed);
-        let burst = testing::burst(&mut rng, &pool, len);
-        let mut model = Model::default();
-        testing::play(&mut model, &burst, behind, relist, |c| s.on_change(c));
-        let fresh = shared().await;
-        fresh.on_change(Change::Reset(model.list()));
-        assert_eq!(
-            *s.policies.read(),
-            *fresh.policies.read(),
-            "case seed {seed}: behind at {behind}, relist at {relist}"
-        );
-    }
+    testing::check_relists(
+        shared,
+        |s| {
+            let pp = s
+                .objects
+                .kind("policy.hami.io/v1alpha1", "PropagationPolicy")
+                .unwrap();
+            let deploy = s.objects.kind("apps/v1", "Deployment").unwrap();
+            let mut pool: Vec<(String, Vec<Value>)> = ["p1", "p2", "p3"]
+                .iter()
+                .map(|p| {
+                    (
+                        Objects::key(&pp, Some("default"), p),
+                        vec![policy(p, "Deployment", 1), policy(p, "StatefulSet", 2)],
+                    )
+                })
+                .collect();
+            pool.push((
+                Objects::key(&deploy, Some("default"), "web"),
+                vec![testing::deployment("default", "web", 2)],
+            ));
+            vec![FeedCase {
+                pool,
+                handle: Shared::on_change,
+            }]
+        },
+        |s| s.policies.read().clone(),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -22,6 +22,8 @@
 //! target clusters, fed by store watches. Decisions are pure ([`decide`]).
 
 pub mod decide;
+#[cfg(test)]
+mod relist_tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -146,7 +148,7 @@ struct BindingEntry {
     tasks: usize,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct Index {
     /// Cluster → its NoExecute taints, `timeAdded` filled with the time
     /// first seen when absent.

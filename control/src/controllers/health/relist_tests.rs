@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::controllers::events::{self, EventMetrics};
-use crate::controllers::testing::{self, Model, RELIST_CASES, Rng};
+use crate::controllers::testing::{self, FeedCase, Model};
 
 async fn shared(started: Timestamp) -> (Shared, watch::Sender<bool>) {
     let objects = testing::objects().await;
@@ -60,12 +60,12 @@ fn ready(cluster: &str, status: &str) -> Value {
 #[tokio::test]
 async fn a_relist_mid_burst_leaves_the_index_equal_to_a_fresh_list() {
     let now = Timestamp::now();
-    for (seed, len, behind, relist) in RELIST_CASES {
-        let (s, _stop) = shared(now).await;
-        let (cluster_pool, lease_pool): (Vec<_>, Vec<_>) = ["a", "b", "c"]
-            .iter()
-            .map(|c| {
-                (
+    testing::check_relists(
+        || async move { shared(now).await.0 },
+        |s| {
+            let clusters = ["a", "b", "c"]
+                .iter()
+                .map(|c| {
                     (
                         Objects::key(&s.cluster, None, c),
                         vec![
@@ -73,32 +73,32 @@ async fn a_relist_mid_burst_leaves_the_index_equal_to_a_fresh_list() {
                             ready(c, "False"),
                             testing::cluster(c, json!({})),
                         ],
-                    ),
+                    )
+                })
+                .collect();
+            let leases = ["a", "b", "c"]
+                .iter()
+                .map(|c| {
                     (
                         Objects::key(&s.lease, Some(&format!("hami-es-{c}")), c),
                         vec![lease(c, now), lease(c, now - SignedDuration::from_secs(60))],
-                    ),
-                )
-            })
-            .unzip();
-        let mut rng = Rng(seed);
-        let mut clusters = Model::default();
-        let mut leases = Model::default();
-        let cb = testing::burst(&mut rng, &cluster_pool, len);
-        let lb = testing::burst(&mut rng, &lease_pool, len);
-        testing::play(&mut clusters, &cb, behind, relist, |c| {
-            s.on_cluster_change(c)
-        });
-        testing::play(&mut leases, &lb, behind, relist, |c| s.on_lease_change(c));
-        let (fresh, _stop2) = shared(now).await;
-        fresh.on_cluster_change(Change::Reset(clusters.list()));
-        fresh.on_lease_change(Change::Reset(leases.list()));
-        assert_eq!(
-            *s.index.read(),
-            *fresh.index.read(),
-            "case seed {seed}: behind at {behind}, relist at {relist}"
-        );
-    }
+                    )
+                })
+                .collect();
+            vec![
+                FeedCase {
+                    pool: clusters,
+                    handle: Shared::on_cluster_change,
+                },
+                FeedCase {
+                    pool: leases,
+                    handle: Shared::on_lease_change,
+                },
+            ]
+        },
+        |s| format!("{:?}", *s.index.read()),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -22,6 +22,8 @@
 //! running agents, owned by the one reconcile task.
 
 pub mod desired;
+#[cfg(test)]
+mod relist_tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

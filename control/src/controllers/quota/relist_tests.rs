@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use super::*;
-use crate::controllers::testing::{self, Model, RELIST_CASES, Rng};
+use crate::controllers::testing::{self, FeedCase};
 
 async fn shared() -> Shared {
     let objects = testing::objects().await;
@@ -63,53 +63,54 @@ fn maps(s: &Shared) -> String {
 
 #[tokio::test]
 async fn a_relist_mid_burst_leaves_the_index_equal_to_a_fresh_list() {
-    for (seed, len, behind, relist) in RELIST_CASES {
-        let s = shared().await;
-        let k = &s.kinds;
-        let clusters: Vec<(String, Vec<Value>)> = ["a", "b"]
-            .iter()
-            .map(|c| {
-                let mut with_gpu = testing::cluster(c, json!({}));
-                with_gpu["status"] = json!({"gpuSummary": [{"model": "A100", "count": 8, "memoryMiB": 40960, "memoryFreeMiB": 40960}]});
-                (
-                    Objects::key(&k.cluster, None, c),
-                    vec![testing::cluster(c, json!({})), with_gpu],
-                )
-            })
-            .collect();
-        let quotas = vec![(
-            Objects::key(&k.quota, Some("default"), "q"),
-            vec![quota("8", &["a"]), quota("4", &["a", "b"])],
-        )];
-        let works: Vec<(String, Vec<Value>)> = ["a", "b"]
-            .iter()
-            .map(|c| {
-                let w = quota_work(c, "1");
-                let name = w["metadata"]["name"].as_str().unwrap().to_string();
-                (
-                    Objects::key(&k.work, Some(&format!("hami-es-{c}")), &name),
-                    vec![w, quota_work(c, "2")],
-                )
-            })
-            .collect();
-        let mut rng = Rng(seed);
-        let (mut cm, mut qm, mut wm) = (Model::default(), Model::default(), Model::default());
-        let cb = testing::burst(&mut rng, &clusters, len);
-        let qb = testing::burst(&mut rng, &quotas, len / 4);
-        let wb = testing::burst(&mut rng, &works, len);
-        testing::play(&mut cm, &cb, behind, relist, |c| s.on_cluster(c));
-        testing::play(&mut qm, &qb, behind / 4, relist / 4, |c| s.on_quota(c));
-        testing::play(&mut wm, &wb, behind, relist, |c| s.on_work(c));
-        let fresh = shared().await;
-        fresh.on_cluster(Change::Reset(cm.list()));
-        fresh.on_quota(Change::Reset(qm.list()));
-        fresh.on_work(Change::Reset(wm.list()));
-        assert_eq!(
-            maps(&s),
-            maps(&fresh),
-            "case seed {seed}: behind at {behind}, relist at {relist}"
-        );
-    }
+    testing::check_relists(
+        shared,
+        |s| {
+            let k = &s.kinds;
+            let clusters = ["a", "b"]
+                .iter()
+                .map(|c| {
+                    let mut with_gpu = testing::cluster(c, json!({}));
+                    with_gpu["status"] = json!({"gpuSummary": [{"model": "A100", "count": 8, "memoryMiB": 40960, "memoryFreeMiB": 40960}]});
+                    (
+                        Objects::key(&k.cluster, None, c),
+                        vec![testing::cluster(c, json!({})), with_gpu],
+                    )
+                })
+                .collect();
+            let quotas = vec![(
+                Objects::key(&k.quota, Some("default"), "q"),
+                vec![quota("8", &["a"]), quota("4", &["a", "b"])],
+            )];
+            let works = ["a", "b"]
+                .iter()
+                .map(|c| {
+                    let w = quota_work(c, "1");
+                    let name = w["metadata"]["name"].as_str().unwrap().to_string();
+                    (
+                        Objects::key(&k.work, Some(&format!("hami-es-{c}")), &name),
+                        vec![w, quota_work(c, "2")],
+                    )
+                })
+                .collect();
+            vec![
+                FeedCase {
+                    pool: clusters,
+                    handle: Shared::on_cluster,
+                },
+                FeedCase {
+                    pool: quotas,
+                    handle: Shared::on_quota,
+                },
+                FeedCase {
+                    pool: works,
+                    handle: Shared::on_work,
+                },
+            ]
+        },
+        maps,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -39,6 +39,8 @@
 pub mod estimate;
 pub mod metrics;
 pub mod quota;
+#[cfg(test)]
+mod relist_tests;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -23,6 +23,8 @@
 //! keeps its previous value.
 
 pub mod aggregate;
+#[cfg(test)]
+mod relist_tests;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -95,7 +97,7 @@ impl StatusMetrics {
     }
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct Index {
     /// Work key -> (binding key, report).
     works: HashMap<String, (String, WorkReport)>,
