@@ -167,13 +167,7 @@ async fn the_agent_keeps_to_its_own_namespace_authorization_is_a_known_gap() {
         .await
         .unwrap();
     let own: Api<Work> = Api::namespaced(h.control.clone(), NS);
-    eventually("namespace registered", || async {
-        Api::<Namespace>::all(h.control.clone())
-            .get_opt(NS)
-            .await
-            .unwrap()
-    })
-    .await;
+    h.registered().await;
     own.create(
         &PostParams::default(),
         &work("mine", NS, vec![gpu_deployment("mine", 1)]),

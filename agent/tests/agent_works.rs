@@ -14,7 +14,7 @@ use hami_agent::pull::metrics::ApplyResult;
 use hami_api::cluster::ESTIMATOR_ENDPOINT_ANNOTATION;
 use hami_api::work::Work;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -22,13 +22,7 @@ use serde_json::json;
 async fn applies_a_work_reports_its_status_and_cleans_up() {
     let h = Harness::start().await;
     let works: Api<Work> = Api::namespaced(h.control.clone(), NS);
-    eventually("namespace registered", || async {
-        Api::<Namespace>::all(h.control.clone())
-            .get_opt(NS)
-            .await
-            .unwrap()
-    })
-    .await;
+    h.registered().await;
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": "settings", "namespace": "team"}, "data": {"a": "1"}});
     works
@@ -178,13 +172,7 @@ async fn applies_a_work_reports_its_status_and_cleans_up() {
 async fn a_bad_manifest_is_reported_not_fatal() {
     let h = Harness::start().await;
     let works: Api<Work> = Api::namespaced(h.control.clone(), NS);
-    eventually("namespace registered", || async {
-        Api::<Namespace>::all(h.control.clone())
-            .get_opt(NS)
-            .await
-            .unwrap()
-    })
-    .await;
+    h.registered().await;
     let unknown =
         json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}});
     works
@@ -218,13 +206,7 @@ async fn a_bad_manifest_is_reported_not_fatal() {
 async fn restarting_the_agent_neither_duplicates_nor_drops_the_workload() {
     let mut h = Harness::start().await;
     let works: Api<Work> = Api::namespaced(h.control.clone(), NS);
-    eventually("namespace registered", || async {
-        Api::<Namespace>::all(h.control.clone())
-            .get_opt(NS)
-            .await
-            .unwrap()
-    })
-    .await;
+    h.registered().await;
     works
         .create(
             &PostParams::default(),
@@ -287,13 +269,7 @@ async fn restarting_the_agent_neither_duplicates_nor_drops_the_workload() {
 async fn a_job_work_reports_completion() {
     let h = Harness::start().await;
     let works: Api<Work> = Api::namespaced(h.control.clone(), NS);
-    eventually("namespace registered", || async {
-        Api::<Namespace>::all(h.control.clone())
-            .get_opt(NS)
-            .await
-            .unwrap()
-    })
-    .await;
+    h.registered().await;
     let job = json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": "once", "namespace": "default"},
@@ -331,13 +307,7 @@ async fn a_job_work_reports_completion() {
 async fn a_work_missing_from_the_relisted_cache_deletes_nothing_from_the_member() {
     let mut h = Harness::start().await;
     let works: Api<Work> = Api::namespaced(h.control.clone(), NS);
-    eventually("namespace registered", || async {
-        Api::<Namespace>::all(h.control.clone())
-            .get_opt(NS)
-            .await
-            .unwrap()
-    })
-    .await;
+    h.registered().await;
     for name in ["keep", "orphan", "bye"] {
         works
             .create(

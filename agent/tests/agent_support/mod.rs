@@ -19,7 +19,7 @@ use hami_proto::github::com::karmada_io::karmada::pkg::estimator::{pb, service};
 use hami_proto::k8s::io::apimachinery::pkg::api::resource as qpb;
 use hami_store::{MemoryStore, Store};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -158,6 +158,18 @@ impl Harness {
             .into_iter()
             .find(|c| c.type_ == "Ready")?;
         Some((cond.status, cond.reason))
+    }
+
+    /// Waits until the agent has registered (its execution namespace
+    /// exists on the control plane).
+    pub async fn registered(&self) {
+        eventually("namespace registered", || async {
+            Api::<Namespace>::all(self.control.clone())
+                .get_opt(NS)
+                .await
+                .unwrap()
+        })
+        .await;
     }
 
     pub async fn shutdown(mut self) {

@@ -183,6 +183,17 @@ mod tests {
         }
     }
 
+    /// What a fresh list of `/r/` holds.
+    fn listed(store: &dyn Store) -> BTreeMap<String, Vec<u8>> {
+        store
+            .list("/r/", None, 0)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_burst_of_many_drains_loses_no_event_without_a_relist() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -209,13 +220,7 @@ mod tests {
                 store.update(&key, value, None).await.unwrap();
             }
         }
-        let want: BTreeMap<String, Vec<u8>> = store
-            .list("/r/", None, 0)
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|kv| (kv.key, kv.value))
-            .collect();
+        let want = listed(&*store);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while *mirror.map.read() != want {
             assert!(
@@ -294,13 +299,7 @@ mod tests {
                 memory.update(&key, value, None).await.unwrap();
             }
         }
-        let want: BTreeMap<String, Vec<u8>> = memory
-            .list("/r/", None, 0)
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|kv| (kv.key, kv.value))
-            .collect();
+        let want = listed(&*memory);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         // Converged, and every watch that fell behind has been relisted.
         while *mirror.map.read() != want || tracker.relists() != metrics.count("watch_behind") {

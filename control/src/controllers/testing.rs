@@ -29,8 +29,8 @@ pub fn state() -> Arc<State> {
         validator: Some(hami_kinds::validator()),
         ..ServerConfig::default()
     };
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    std::mem::forget(_tx);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(stop);
     let server = ApiServer::new(
         store,
         hami_kinds::registry().unwrap(),
@@ -49,6 +49,18 @@ pub async fn objects() -> Objects {
         .await
         .unwrap();
     Objects::new(s)
+}
+
+/// An Event recorder on `objects` whose writer runs as long as the test.
+pub fn recorder(objects: &Objects) -> super::events::EventRecorder {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(stop);
+    let metrics = super::events::EventMetrics::register(
+        &mut prometheus_client::registry::Registry::default(),
+    );
+    super::events::spawn(objects.clone(), metrics, rx)
+        .unwrap()
+        .0
 }
 
 /// Creates `object` (its kind from apiVersion/kind) and answers it as stored.
@@ -275,7 +287,10 @@ pub async fn check_relists<S, T, F>(
             "case seed {seed}: {len} writes, behind at {behind}, relist at {relist}"
         );
     }
-    assert!(filled > 0, "every burst left the index empty: the pools index nothing");
+    assert!(
+        filled > 0,
+        "every burst left the index empty: the pools index nothing"
+    );
 }
 
 /// [`binding`] as the scheduler leaves it: generation 1 observed,

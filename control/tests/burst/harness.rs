@@ -106,31 +106,7 @@ pub async fn client(kubeconfig: &Path) -> kube::Client {
 /// Waits until `n` Clusters are Ready (their kubeconfigs are written by
 /// then).
 pub async fn wait_members_ready(control: &kube::Client, n: usize) {
-    crate::support::eventually("the members Ready", 120, || {
-        let control = control.clone();
-        async move {
-            let api: Api<hami_api::cluster::Cluster> = Api::all(control);
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|c| {
-                    c.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
-                })
-                .count();
-            (ready == n)
-                .then_some(())
-                .ok_or(format!("{ready} of {n} Ready"))
-        }
-    })
-    .await;
+    crate::support::clusters_ready(&Api::all(control.clone()), n, 120).await;
 }
 
 /// What a member watch saw.

@@ -94,9 +94,9 @@ async fn burst(
     watches
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_store_burst() {
-    let n = harness::deployments(2000);
+/// The burst against `hami up --sim-clusters 3 --fleet` with `store`
+/// arguments, under the fault plan, and the final checks.
+async fn sim_burst(variant: &'static str, n: usize, store: &[String]) {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = harness::write_fleet(tmp.path());
     let mut args = vec![
@@ -105,15 +105,21 @@ async fn embedded_store_burst() {
         "--fleet".into(),
         fleet.display().to_string(),
     ];
+    args.extend_from_slice(store);
     args.extend(fault_args());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let hami = Hami::start_with_args(&tmp.path().join("hami"), "127.0.0.1:0", &args);
     let members = sim_members(&hami);
     let mut report = Report::default();
-    let watches = burst("embedded", n, &hami, &members, &mut report).await;
+    let watches = burst(variant, n, &hami, &members, &mut report).await;
     report.add_control(&control_metrics(&hami));
     report.print();
     report.check(&watches);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_burst() {
+    sim_burst("embedded", harness::deployments(2000), &[]).await;
 }
 
 /// The simulated members' kubeconfigs of `hami up --sim-clusters 3`.
@@ -141,28 +147,13 @@ async fn etcd_store_burst() {
     let Some(etcd) = etcd_server::EtcdServer::start() else {
         return;
     };
-    let n = harness::deployments(300);
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = harness::write_fleet(tmp.path());
-    let mut args = vec![
-        "--sim-clusters".to_string(),
-        "3".into(),
-        "--fleet".into(),
-        fleet.display().to_string(),
-        "--etcd-endpoints".into(),
+    let store = [
+        "--etcd-endpoints".to_string(),
         etcd.endpoint.clone(),
         "--etcd-leader-ttl".into(),
         "5s".into(),
     ];
-    args.extend(fault_args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let hami = Hami::start_with_args(&tmp.path().join("hami"), "127.0.0.1:0", &args);
-    let members = sim_members(&hami);
-    let mut report = Report::default();
-    let watches = burst("etcd", n, &hami, &members, &mut report).await;
-    report.add_control(&control_metrics(&hami));
-    report.print();
-    report.check(&watches);
+    sim_burst("etcd", harness::deployments(300), &store).await;
 }
 
 /// A member of its own: `hami-sim` serving the fleet, joined in Pull mode

@@ -71,19 +71,7 @@ pub fn ready_of_cluster(c: &Cluster) -> Option<(String, String)> {
 
 /// Waits until `n` Clusters say Ready=True.
 pub async fn clusters_ready(clusters: &Api<Cluster>, n: usize) {
-    eventually("clusters ready", 60, || async {
-        let list = clusters
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|c| ready_of_cluster(c).is_some_and(|(s, _)| s == "True"))
-            .count();
-        (ready == n).then_some(()).ok_or(format!("{ready} ready"))
-    })
-    .await;
+    crate::support::clusters_ready(clusters, n, 60).await;
 }
 
 /// A Deployment whose replicas each take one whole GPU.

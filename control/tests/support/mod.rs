@@ -335,3 +335,28 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// Waits until `n` Clusters say Ready=True, at most `secs` seconds.
+pub async fn clusters_ready(clusters: &kube::Api<hami_api::cluster::Cluster>, n: usize, secs: u64) {
+    eventually("clusters ready", secs, || async {
+        let list = clusters
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        (ready == n)
+            .then_some(())
+            .ok_or(format!("{ready} of {n} ready"))
+    })
+    .await;
+}

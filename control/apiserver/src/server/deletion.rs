@@ -37,6 +37,38 @@ impl DeleteOptions {
     }
 }
 
+impl DeleteOptions {
+    /// 409 Conflict, worded as kube-apiserver words it, when `current` is
+    /// not the object the preconditions name.
+    fn check(
+        &self,
+        kind: &ResourceKind,
+        name: &str,
+        current: &super::objects::Stored,
+    ) -> Result<(), ApiError> {
+        let conflict = |why: &str| Err(ApiError::conflict(&kind.group, &kind.plural, name, why));
+        if self
+            .uid
+            .as_ref()
+            .is_some_and(|uid| Some(uid.as_str()) != meta::meta_str(&current.object, "uid"))
+        {
+            return conflict(
+                "Precondition failed: UID in precondition does not match the UID of the object",
+            );
+        }
+        if self
+            .resource_version
+            .as_ref()
+            .is_some_and(|rv| *rv != current.revision.to_string())
+        {
+            return conflict(
+                "Precondition failed: ResourceVersion in precondition does not match the object",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// DELETE: removes the object, or marks it with deletionTimestamp while
 /// finalizers remain. A namespace turns Terminating at once and is removed,
 /// with everything in it, in the background after [`NAMESPACE_GRACE`]
@@ -61,30 +93,7 @@ pub async fn delete(
         {
             return Ok((current.object, false));
         }
-        if options
-            .uid
-            .as_ref()
-            .is_some_and(|uid| Some(uid.as_str()) != meta::meta_str(&current.object, "uid"))
-        {
-            return Err(ApiError::conflict(
-                &kind.group,
-                &kind.plural,
-                name,
-                "Precondition failed: UID in precondition does not match the UID of the object",
-            ));
-        }
-        if options
-            .resource_version
-            .as_ref()
-            .is_some_and(|rv| *rv != current.revision.to_string())
-        {
-            return Err(ApiError::conflict(
-                &kind.group,
-                &kind.plural,
-                name,
-                "Precondition failed: ResourceVersion in precondition does not match the object",
-            ));
-        }
+        options.check(kind, name, &current)?;
         let mut object = current.object.clone();
         meta::metadata_mut(&mut object)
             .insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
@@ -135,35 +144,7 @@ async fn delete_object(
 ) -> Result<(Value, bool), ApiError> {
     for _ in 0..MAX_RETRIES {
         let current = get(state, kind, ns, name)?;
-        let meta_of = |f: &str| {
-            meta::meta_str(&current.object, f)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        if options
-            .uid
-            .as_ref()
-            .is_some_and(|uid| *uid != meta_of("uid"))
-        {
-            return Err(ApiError::conflict(
-                &kind.group,
-                &kind.plural,
-                name,
-                "Precondition failed: UID in precondition does not match the UID of the object",
-            ));
-        }
-        if options
-            .resource_version
-            .as_ref()
-            .is_some_and(|rv| *rv != current.revision.to_string())
-        {
-            return Err(ApiError::conflict(
-                &kind.group,
-                &kind.plural,
-                name,
-                "Precondition failed: ResourceVersion in precondition does not match the object",
-            ));
-        }
+        options.check(kind, name, &current)?;
         let key = keys::object_key(kind, ns, name);
         let result = if meta::finalizers(&current.object).is_empty() {
             state

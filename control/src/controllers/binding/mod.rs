@@ -592,20 +592,28 @@ impl Shared {
                 return Ok("unchanged");
             }
         }
-        match self
-            .objects
-            .delete_pinned(kind, None, &ns, &Precondition::of(&existing))
-            .await
-        {
-            Ok(()) => {}
-            Err(ObjectError::Conflict) => {
-                self.metrics.confirm_refused("precondition");
-                return Err(ObjectError::Conflict);
-            }
-            Err(e) => return Err(e),
-        }
+        self.delete_pinned(kind, None, &ns, &existing).await?;
         self.metrics.write("namespace_delete");
         Ok("changed")
+    }
+
+    /// Deletes `current` only as it was read (uid, resourceVersion); a
+    /// precondition that fails is counted and retried.
+    async fn delete_pinned(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        current: &hami_apiserver::objects::Stored,
+    ) -> Result<(), ObjectError> {
+        let result = self
+            .objects
+            .delete_pinned(kind, ns, name, &Precondition::of(current))
+            .await;
+        if matches!(result, Err(ObjectError::Conflict)) {
+            self.metrics.confirm_refused("precondition");
+        }
+        result
     }
 
     /// Whether the store (not the index) says `hami-es-<cluster>` is unused:
@@ -894,23 +902,8 @@ impl Shared {
                 self.metrics.confirm_refused("other_owner");
                 continue;
             }
-            match self
-                .objects
-                .delete_pinned(
-                    &self.kinds.work,
-                    Some(ns),
-                    name,
-                    &Precondition::of(&current),
-                )
-                .await
-            {
-                Ok(()) => {}
-                Err(ObjectError::Conflict) => {
-                    self.metrics.confirm_refused("precondition");
-                    return Err(ObjectError::Conflict);
-                }
-                Err(e) => return Err(e),
-            }
+            self.delete_pinned(&self.kinds.work, Some(ns), name, &current)
+                .await?;
             self.metrics.write("delete");
             changed = true;
         }

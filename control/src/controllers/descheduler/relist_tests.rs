@@ -5,7 +5,6 @@
 use prometheus_client::registry::Registry;
 
 use super::*;
-use crate::controllers::events::{self, EventMetrics};
 use crate::controllers::testing::{self, FeedCase};
 
 async fn shared() -> Shared {
@@ -14,13 +13,7 @@ async fn shared() -> Shared {
     let cluster = objects
         .kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")
         .unwrap();
-    let (_stop, rx) = watch::channel(false);
-    let (recorder, _task) = events::spawn(
-        objects.clone(),
-        EventMetrics::register(&mut Registry::default()),
-        rx,
-    )
-    .unwrap();
+    let recorder = testing::recorder(&objects);
     let options = DeschedulerOptions::default();
     Shared {
         objects,

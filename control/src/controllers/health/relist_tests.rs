@@ -8,19 +8,12 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::controllers::events::{self, EventMetrics};
 use crate::controllers::testing::{self, FeedCase, Model};
 
-async fn shared(started: Timestamp) -> (Shared, watch::Sender<bool>) {
+async fn shared(started: Timestamp) -> Shared {
     let objects = testing::objects().await;
-    let (stop, rx) = watch::channel(false);
-    let (recorder, _task) = events::spawn(
-        objects.clone(),
-        EventMetrics::register(&mut Registry::default()),
-        rx,
-    )
-    .unwrap();
-    let s = Shared::new(
+    let recorder = testing::recorder(&objects);
+    Shared::new(
         objects,
         HealthMetrics::register(&mut Registry::default()),
         HealthOptions {
@@ -31,8 +24,7 @@ async fn shared(started: Timestamp) -> (Shared, watch::Sender<bool>) {
         Tracker::standalone("health"),
         started,
     )
-    .unwrap();
-    (s, stop)
+    .unwrap()
 }
 
 fn lease(cluster: &str, renewed: Timestamp) -> Value {
@@ -61,7 +53,7 @@ fn ready(cluster: &str, status: &str) -> Value {
 async fn a_relist_mid_burst_leaves_the_index_equal_to_a_fresh_list() {
     let now = Timestamp::now();
     testing::check_relists(
-        || async move { shared(now).await.0 },
+        || shared(now),
         |s| {
             let clusters = ["a", "b", "c"]
                 .iter()
@@ -104,7 +96,7 @@ async fn a_relist_mid_burst_leaves_the_index_equal_to_a_fresh_list() {
 #[tokio::test]
 async fn a_lease_the_index_has_not_seen_renewed_does_not_taint_a_live_cluster() {
     let now = Timestamp::now();
-    let (s, _stop) = shared(now - SignedDuration::from_secs(3600)).await;
+    let s = shared(now - SignedDuration::from_secs(3600)).await;
     testing::create(&s.objects, testing::namespace("hami-es-a", json!({}))).await;
     testing::create(&s.objects, ready("a", "True")).await;
     testing::create(&s.objects, lease("a", now)).await;
