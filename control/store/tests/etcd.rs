@@ -115,6 +115,61 @@ async fn replicas_share_objects_and_etcd_decides_every_race() {
     assert_eq!(b.get("cm/x").unwrap(), None);
 }
 
+/// What a watcher of a replica is told has changed, a read on that replica
+/// answers with that change or a later one, never an older copy (the
+/// embedded store's order: publish only what is readable). A controller
+/// reads an object after its watch event and must not decide on the copy
+/// before it (seen: the Push controller read no Cluster after its create
+/// event and started no agent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_event_is_readable_on_the_same_replica_when_it_arrives() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let a = Arc::new(store(&server, "/hami/").await);
+    // B's cache trails its watchers by 20 ms a batch (it always may: it
+    // has an etcd watch of its own); reads must still see each event.
+    let lagging = EtcdOptions {
+        cache_lag: Duration::from_millis(20),
+        ..options(&server, "/hami/", Opts::default())
+    };
+    let b = Arc::new(EtcdStore::connect(lagging).await.unwrap());
+    let mut w = b.watch("cm/", b.current_revision()).unwrap();
+    let writer = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 0..300u32 {
+                let key = format!("cm/{}", i % 20);
+                if a.get(&key).unwrap().is_none() {
+                    let _ = a.create(&key, i.to_be_bytes().to_vec()).await;
+                } else {
+                    let _ = a.update(&key, i.to_be_bytes().to_vec(), None).await;
+                }
+            }
+        })
+    };
+    let mut checked = 0;
+    while checked < 250 {
+        let event = tokio::time::timeout(Duration::from_secs(10), w.events.recv())
+            .await
+            .expect("events keep coming")
+            .expect("the watch stays open")
+            .unwrap();
+        if let Event::Put { kv, .. } = &event {
+            let read = b.get(&kv.key).unwrap().expect("the object the event names");
+            assert!(
+                read.mod_revision >= kv.mod_revision,
+                "read revision {} of {} after its event at {}",
+                read.mod_revision,
+                kv.key,
+                kv.mod_revision
+            );
+            checked += 1;
+        }
+    }
+    writer.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revisions_are_etcds_and_keys_live_under_the_prefix() {
     let Some(server) = EtcdServer::start() else {

@@ -204,12 +204,13 @@ pub(crate) async fn follow(
     cache: Arc<Cache>,
     compacted: Arc<std::sync::atomic::AtomicU64>,
     timeout: Duration,
+    lag: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let ended = tokio::select! {
-            ended = watch_once(&client, &keys, &cache, &mut backoff) => ended,
+            ended = watch_once(&client, &keys, &cache, lag, &mut backoff) => ended,
             _ = stop.wait_for(|s| *s) => Ended::Stopped,
         };
         match ended {
@@ -247,7 +248,13 @@ pub(crate) async fn follow(
     }
 }
 
-async fn watch_once(client: &Client, keys: &Keys, cache: &Cache, backoff: &mut Duration) -> Ended {
+async fn watch_once(
+    client: &Client,
+    keys: &Keys,
+    cache: &Cache,
+    lag: Duration,
+    backoff: &mut Duration,
+) -> Ended {
     let (start, end) = keys.range("");
     let options = WatchOptions::new()
         .with_range(end)
@@ -279,6 +286,9 @@ async fn watch_once(client: &Client, keys: &Keys, cache: &Cache, backoff: &mut D
             .iter()
             .filter_map(|e| keys.event(e))
             .collect();
+        if !lag.is_zero() {
+            tokio::time::sleep(lag).await;
+        }
         cache.apply(events);
     }
 }

@@ -69,6 +69,9 @@ pub struct EtcdOptions {
     pub request_timeout: Duration,
     /// Write metrics (`hami_store_`); one etcd transaction is one commit.
     pub metrics: StoreMetrics,
+    /// Tests only: how long the cache waits before applying each batch of
+    /// its watch's events, to make the lag it always may have visible.
+    pub cache_lag: Duration,
 }
 
 impl Default for EtcdOptions {
@@ -81,6 +84,7 @@ impl Default for EtcdOptions {
             watcher_capacity: crate::DEFAULT_WATCHER_CAPACITY,
             request_timeout: Duration::from_secs(10),
             metrics: StoreMetrics::unregistered(),
+            cache_lag: Duration::ZERO,
         }
     }
 }
@@ -144,6 +148,7 @@ impl EtcdStore {
             cache.clone(),
             compacted.clone(),
             timeout,
+            options.cache_lag,
             stopped.clone(),
         ));
         let store = EtcdStore {
@@ -418,6 +423,8 @@ impl Store for EtcdStore {
             after,
             compacted: self.compacted.clone(),
             stop: self.stop.subscribe(),
+            cache: self.cache.clone(),
+            settle: SETTLE_LIMIT,
         };
         self.runtime.spawn(watch_forward::forward(forward, tx));
         Ok(Watch { events: rx })

@@ -1,12 +1,21 @@
 //! `Store::watch` on etcd: one etcd watch per store watch, from the asked
 //! revision, with previous values, forwarded into a bounded channel.
+//!
+//! An event is handed to the watcher only once this replica's cache (what
+//! `get` and `list` answer from) has applied it, as the embedded store
+//! publishes only what it committed: a controller that reads an object
+//! after its watch said it changed reads that change, never an older copy
+//! (the cache is fed by a watch of its own, which may be a little behind
+//! this one).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use etcd_client::{Client, WatchOptions};
 use tokio::sync::{mpsc, watch};
 
+use super::cache::Cache;
 use super::convert::{self, Keys};
 use crate::{Event, Revision, StoreError};
 
@@ -17,6 +26,10 @@ pub(crate) struct Forward {
     pub after: Revision,
     pub compacted: Arc<AtomicU64>,
     pub stop: watch::Receiver<bool>,
+    /// The replica's cache, which must have applied an event before the
+    /// watcher gets it; waited for at most `settle` per response.
+    pub cache: Arc<Cache>,
+    pub settle: Duration,
 }
 
 /// Runs until the receiver is dropped, the store stops or the watch ends;
@@ -65,7 +78,24 @@ async fn run(f: &Forward, tx: &mpsc::Sender<crate::Result<Event>>) -> crate::Res
                 response.cancel_reason()
             )));
         }
-        for event in response.events().iter().filter_map(|e| f.keys.event(e)) {
+        let events: Vec<Event> = response
+            .events()
+            .iter()
+            .filter_map(|e| f.keys.event(e))
+            .collect();
+        if let Some(last) = events.last().map(Event::revision)
+            && !f
+                .cache
+                .wait_until(f.settle, |_, applied| applied >= last)
+                .await
+        {
+            tracing::warn!(
+                revision = last,
+                cache_revision = f.cache.revision(),
+                "the etcd store's cache is behind its watchers; forwarding anyway"
+            );
+        }
+        for event in events {
             if tx.capacity() <= 1 {
                 return Err(StoreError::WatcherTooSlow);
             }
