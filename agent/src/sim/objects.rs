@@ -134,7 +134,7 @@ pub fn fleet_pods(fleet: &Fleet, now: &str) -> Vec<Value> {
                 "metadata": {"name": p.name, "namespace": p.namespace, "annotations": annotations},
                 "spec": {
                     "nodeName": node.name,
-                    "containers": [{"name": "main", "image": "hami-sim", "resources": {"requests": requests}}],
+                    "containers": [{"name": "main", "image": "hami-sim", "resources": resources(&requests)}],
                 },
                 "status": running_status(now, now),
             }));
@@ -149,11 +149,30 @@ pub fn fleet_pods(fleet: &Fleet, now: &str) -> Vec<Value> {
                 "labels": {"app": p.workload.name},
             },
             "spec": {
-                "containers": [{"name": "main", "image": "hami-sim", "resources": {"requests": p.requests}}],
+                "containers": [{"name": "main", "image": "hami-sim", "resources": resources(&p.requests)}],
             },
         }));
     }
     out
+}
+
+/// A fleet pod's container resources: its requests, and the same amounts as
+/// limits for the resources Kubernetes cannot overcommit (extended ones such
+/// as `nvidia.com/gpu`, and hugepages), which the API server refuses to
+/// request without an equal limit.
+fn resources(requests: &BTreeMap<String, String>) -> Value {
+    let limits: BTreeMap<&String, &String> = requests
+        .iter()
+        .filter(|(name, _)| {
+            (name.contains('/') && !name.starts_with("kubernetes.io/"))
+                || name.starts_with("hugepages-")
+        })
+        .collect();
+    if limits.is_empty() {
+        json!({"requests": requests})
+    } else {
+        json!({"requests": requests, "limits": limits})
+    }
 }
 
 /// A controller's pod from its template: the template's labels (plus
@@ -322,5 +341,9 @@ nodes:
         assert_eq!(info.gpus[0].uuid, "GPU-a");
         assert_eq!(info.gpus[0].memory_mib, 1024);
         assert!(info.holds_resources());
+        // Kubernetes refuses a GPU request without an equal limit.
+        let resources = &pods[0]["spec"]["containers"][0]["resources"];
+        assert_eq!(resources["limits"]["nvidia.com/gpu"], "1");
+        assert_eq!(resources["requests"]["nvidia.com/gpu"], "1");
     }
 }

@@ -23,6 +23,7 @@ mod scale;
 pub mod selector;
 pub mod status;
 mod table;
+mod validation;
 mod watch;
 mod write;
 

@@ -11,6 +11,7 @@ use super::keys;
 use super::meta;
 use super::registry::ResourceKind;
 use super::status::{ApiError, Cause};
+use super::validation;
 
 /// How many times a write retries a lost optimistic race before giving up.
 pub const MAX_RETRIES: usize = 16;
@@ -130,29 +131,32 @@ fn check_namespace(
     }
 }
 
-/// Runs the configured validator (hami's kinds) and the name rule.
+/// Runs the name rule, kube-apiserver's rules for the built-in kinds and the
+/// configured validator (hami's kinds); a 422 names every failed field.
 fn validate(state: &State, kind: &ResourceKind, object: &Value) -> Result<(), ApiError> {
     let name = meta::meta_str(object, "name").unwrap_or_default();
+    let mut causes = Vec::new();
     if !valid_name(name) {
-        return Err(ApiError::invalid(
-            &kind.group,
-            &kind.kind,
-            name,
-            vec![Cause::new(
-                "FieldValueInvalid",
-                "metadata.name",
-                format!(
-                    "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                ),
-            )],
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!(
+                "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+            ),
         ));
     }
-    if let Some(validator) = &state.config.validator
-        && let Err(causes) = validator(&kind.api_version(), &kind.kind, object)
+    causes.extend(validation::builtin(&kind.group, &kind.kind, object));
+    if causes.is_empty()
+        && let Some(validator) = &state.config.validator
+        && let Err(found) = validator(&kind.api_version(), &kind.kind, object)
     {
-        return Err(ApiError::invalid(&kind.group, &kind.kind, name, causes));
+        causes = found;
     }
-    Ok(())
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&kind.group, &kind.kind, name, causes))
+    }
 }
 
 /// A namespaced object may be created only in a namespace that exists and
