@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::io::AsyncBufReadExt;
-use hami_apiserver::server::{RunningServer, ServerConfig, hami_kinds};
+use hami_apiserver::server::{RunningServer, ServerConfig, hami_kinds, protobuf};
 use hami_store::{MemoryOptions, MemoryStore, Store};
 use http::{Method, Request};
 use kube::client::Body;
@@ -1089,5 +1089,367 @@ async fn scale_subresource() {
             .await
             .0,
         404
+    );
+}
+
+/// A Deployment with a negative replica count and a negative GPU limit.
+fn bad_deployment(name: &str) -> Value {
+    let mut d = deployment(name, -5);
+    d["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"nvidia.com/gpu": "-3"}});
+    d
+}
+
+/// `(field, reason, message)` of each cause of a Status.
+fn causes_of(status: &Value) -> Vec<(String, String, String)> {
+    status["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap().to_owned();
+            (s("field"), s("reason"), s("message"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn builtin_kinds_are_validated_like_kube_apiserver() {
+    let s = start().await;
+    let before = s.store.current_revision();
+
+    // Create: 422 naming every field at once, nothing stored.
+    let (code, body) = s.post(DEPLOYS, &bad_deployment("train")).await;
+    assert_eq!(code, 422, "{body}");
+    assert_status(&body, 422, "Invalid");
+    assert_eq!(
+        (
+            &body["details"]["kind"],
+            &body["details"]["group"],
+            &body["details"]["name"]
+        ),
+        (&json!("Deployment"), &json!("apps"), &json!("train"))
+    );
+    let gpu = "spec.template.spec.containers[0].resources.limits[nvidia.com/gpu]";
+    assert_eq!(
+        causes_of(&body),
+        vec![
+            (
+                "spec.replicas".to_owned(),
+                "FieldValueInvalid".to_owned(),
+                "Invalid value: -5: must be greater than or equal to 0".to_owned()
+            ),
+            (
+                gpu.to_owned(),
+                "FieldValueInvalid".to_owned(),
+                "Invalid value: \"-3\": must be greater than or equal to 0".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        body["message"],
+        format!(
+            "Deployment.apps \"train\" is invalid: [spec.replicas: Invalid value: -5: must be greater than or equal to 0, {gpu}: Invalid value: \"-3\": must be greater than or equal to 0]"
+        )
+    );
+    assert_eq!(s.get(&format!("{DEPLOYS}/train")).await.0, 404);
+    assert_eq!(s.store.current_revision(), before, "nothing stored");
+
+    // A valid Deployment is still created.
+    let (code, created) = s.post(DEPLOYS, &deployment("train", 2)).await;
+    assert_eq!(code, 201, "{created}");
+
+    // Update, merge patch and JSON patch end in the same rules; the stored
+    // object stays as it was.
+    let path = format!("{DEPLOYS}/train");
+    let revision = s.store.current_revision();
+    let (code, body) = s.put(&path, &bad_deployment("train")).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(causes_of(&body).len(), 2, "{body}");
+    let (code, body) = s
+        .patch(
+            &path,
+            "application/merge-patch+json",
+            r#"{"spec":{"selector":null}}"#,
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    let fields: Vec<String> = causes_of(&body).into_iter().map(|c| c.0).collect();
+    assert_eq!(
+        fields,
+        ["spec.selector", "spec.template.metadata.labels"],
+        "{body}"
+    );
+    let (code, body) = s
+        .patch(
+            &path,
+            "application/json-patch+json",
+            r#"[{"op":"add","path":"/spec/template/spec/containers/-","value":{"name":"main","image":""}}]"#,
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes_of(&body),
+        vec![
+            (
+                "spec.template.spec.containers[1].image".to_owned(),
+                "FieldValueRequired".to_owned(),
+                "Required value".to_owned()
+            ),
+            (
+                "spec.template.spec.containers[1].name".to_owned(),
+                "FieldValueDuplicate".to_owned(),
+                "Duplicate value: \"main\"".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(s.store.current_revision(), revision, "nothing stored");
+    let (_, stored) = s.get(&path).await;
+    assert_eq!(stored["spec"]["replicas"], 2);
+
+    // Server-side apply of a Pod without containers: refused, not created.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: empty\nspec:\n  containers: []\n";
+    let pod_path = "/api/v1/namespaces/default/pods/empty";
+    let (code, body) = s
+        .patch(
+            &format!("{pod_path}?fieldManager=me"),
+            "application/apply-patch+yaml",
+            pod,
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        causes_of(&body),
+        vec![(
+            "spec.containers".to_owned(),
+            "FieldValueRequired".to_owned(),
+            "Required value".to_owned()
+        )]
+    );
+    assert_eq!(s.get(pod_path).await.0, 404);
+}
+
+const PB: &str = "application/vnd.kubernetes.protobuf";
+/// What client-go's typed clients send when configured for protobuf.
+const PB_ACCEPT: &str = "application/vnd.kubernetes.protobuf, */*";
+
+/// Each validation rule, as JSON and as protobuf bodies: the same 422 with
+/// the same causes, and nothing stored.
+#[tokio::test]
+async fn validation_answers_the_same_for_protobuf_bodies() {
+    let s = start().await;
+    let container = |name: &str, image: &str, resources: Value| json!({"name": name, "image": image, "resources": resources});
+    let with_containers = |name: &str, containers: Value| {
+        let mut d = deployment(name, 1);
+        d["spec"]["template"]["spec"]["containers"] = containers;
+        d
+    };
+    let c0 = "spec.template.spec.containers[0]";
+    let cases: Vec<(Value, Vec<String>)> = vec![
+        (deployment("r", -5), vec!["spec.replicas".into()]),
+        (
+            with_containers(
+                "q",
+                json!([container(
+                    "main",
+                    "x",
+                    json!({"limits": {"nvidia.com/gpu": "-3"}})
+                )]),
+            ),
+            vec![format!("{c0}.resources.limits[nvidia.com/gpu]")],
+        ),
+        (
+            with_containers(
+                "m",
+                json!([container(
+                    "main",
+                    "x",
+                    json!({"requests": {"memory": "12zz"}})
+                )]),
+            ),
+            vec![format!("{c0}.resources.requests[memory]")],
+        ),
+        (
+            with_containers(
+                "l",
+                json!([container(
+                    "main",
+                    "x",
+                    json!({"requests": {"cpu": "2"}, "limits": {"cpu": "1"}})
+                )]),
+            ),
+            vec![format!("{c0}.resources.requests")],
+        ),
+        (
+            with_containers(
+                "g",
+                json!([container(
+                    "main",
+                    "x",
+                    json!({"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "2"}})
+                )]),
+            ),
+            vec![format!("{c0}.resources.requests")],
+        ),
+        (
+            with_containers("n", json!([container("Main", "x", json!({}))])),
+            vec![format!("{c0}.name")],
+        ),
+        (
+            with_containers(
+                "d",
+                json!([
+                    container("a", "x", json!({})),
+                    container("a", "x", json!({}))
+                ]),
+            ),
+            vec!["spec.template.spec.containers[1].name".into()],
+        ),
+        (
+            with_containers("e", json!([])),
+            vec!["spec.template.spec.containers".into()],
+        ),
+        (
+            with_containers("i", json!([container("main", "", json!({}))])),
+            vec![format!("{c0}.image")],
+        ),
+        (
+            {
+                let mut d = deployment("s", 1);
+                d["spec"]["selector"]["matchLabels"] = json!({"app": "other"});
+                d
+            },
+            vec!["spec.template.metadata.labels".into()],
+        ),
+    ];
+    let before = s.store.current_revision();
+    for (object, fields) in cases {
+        let (code, as_json) = s.post(DEPLOYS, &object).await;
+        assert_eq!(code, 422, "{as_json}");
+        let got: Vec<String> = causes_of(&as_json).into_iter().map(|c| c.0).collect();
+        assert_eq!(got, fields, "{as_json}");
+        let body = protobuf::encode(&object).unwrap();
+        let (code, bytes) = s
+            .raw(Method::POST, DEPLOYS, PB, "application/json", body)
+            .await;
+        assert_eq!(code, 422);
+        let as_pb: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(causes_of(&as_pb), causes_of(&as_json));
+    }
+    assert_eq!(s.store.current_revision(), before, "nothing stored");
+}
+
+/// client-go's typed clients with protobuf: bodies and answers in
+/// protobuf, errors as a protobuf Status, lists as `DeploymentList`, watches
+/// as length-prefixed `WatchEvent` frames; hami's own kinds stay JSON
+/// (415 for a protobuf body, JSON when Accept also takes it, else 406).
+#[tokio::test]
+async fn protobuf_bodies_answers_lists_and_watches() {
+    use futures::io::AsyncReadExt;
+    let s = start().await;
+    let d = deployment("pb", 2);
+    let (code, bytes) = s
+        .raw(
+            Method::POST,
+            DEPLOYS,
+            PB,
+            PB_ACCEPT,
+            protobuf::encode(&d).unwrap(),
+        )
+        .await;
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&bytes));
+    let created = protobuf::decode(&bytes).unwrap();
+    assert_eq!(created["spec"], d["spec"]);
+    assert_eq!(created["metadata"]["labels"], d["metadata"]["labels"]);
+    // The same object read as JSON and as protobuf.
+    let path = format!("{DEPLOYS}/pb");
+    let (code, bytes) = s.raw(Method::GET, &path, "", PB_ACCEPT, Vec::new()).await;
+    assert_eq!(code, 200);
+    let (_, as_json) = s.get(&path).await;
+    assert_eq!(protobuf::decode(&bytes).unwrap(), as_json);
+    assert_eq!(created, as_json);
+
+    // A list.
+    let (code, bytes) = s.raw(Method::GET, DEPLOYS, "", PB_ACCEPT, Vec::new()).await;
+    assert_eq!(code, 200);
+    let list = protobuf::decode(&bytes).unwrap();
+    assert_eq!(list["kind"], "DeploymentList");
+    assert_eq!(list["items"][0]["metadata"]["name"], "pb");
+    assert!(list["metadata"]["resourceVersion"].is_string());
+
+    // An error is a protobuf Status.
+    let (code, bytes) = s
+        .raw(
+            Method::POST,
+            DEPLOYS,
+            PB,
+            PB_ACCEPT,
+            protobuf::encode(&d).unwrap(),
+        )
+        .await;
+    assert_eq!(code, 409);
+    let status = protobuf::decode(&bytes).unwrap();
+    assert_eq!(
+        (
+            status["kind"].as_str(),
+            status["reason"].as_str(),
+            status["code"].as_i64()
+        ),
+        (Some("Status"), Some("AlreadyExists"), Some(409))
+    );
+
+    // hami's kinds: 415 for a protobuf body, JSON or 406 for answers.
+    let pps = "/apis/policy.hami.io/v1alpha1/namespaces/default/propagationpolicies";
+    let (code, _) = s
+        .raw(
+            Method::POST,
+            pps,
+            PB,
+            "",
+            b"k8s\0\x0a\x2c\x0a\x17policy.hami.io/v1alpha1\x12\x11PropagationPolicy".to_vec(),
+        )
+        .await;
+    assert_eq!(code, 415);
+    let (code, bytes) = s.raw(Method::GET, pps, "", PB_ACCEPT, Vec::new()).await;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_slice(&bytes).expect("JSON for a kind without protobuf");
+    assert_eq!(list["kind"], "PropagationPolicyList");
+    let (code, _) = s.raw(Method::GET, pps, "", PB, Vec::new()).await;
+    assert_eq!(code, 406);
+
+    // A watch: the current object as an ADDED frame, then a change.
+    let req = Request::builder()
+        .uri(format!("{DEPLOYS}?watch=1"))
+        .header("accept", PB_ACCEPT)
+        .body(Vec::new())
+        .unwrap();
+    let mut w = s.client.request_stream(req).await.unwrap();
+    let mut next_frame = async || -> (String, Value) {
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), w.read_exact(&mut len))
+            .await
+            .expect("a frame within 10 s")
+            .unwrap();
+        let mut event = vec![0u8; u32::from_be_bytes(len) as usize];
+        w.read_exact(&mut event).await.unwrap();
+        protobuf::decode_watch_event(&event).unwrap()
+    };
+    let (type_, object) = next_frame().await;
+    assert_eq!(
+        (type_.as_str(), &object["metadata"]["name"]),
+        ("ADDED", &json!("pb"))
+    );
+    let (code, _) = s
+        .patch(
+            &path,
+            "application/merge-patch+json",
+            r#"{"spec":{"replicas":3}}"#,
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (type_, object) = next_frame().await;
+    assert_eq!(
+        (type_.as_str(), &object["spec"]["replicas"]),
+        ("MODIFIED", &json!(3))
     );
 }

@@ -111,8 +111,14 @@ async fn dispatch(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let encoding = request::response_encoding(&headers);
     let (verb, resource, result) = route(&state, method, &uri, headers, body).await;
-    let response = result.unwrap_or_else(IntoResponse::into_response);
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let request::Encoding::Protobuf { json_too } = encoding
+        && verb != "watch"
+    {
+        response = to_protobuf(response, json_too).await;
+    }
     state
         .metrics
         .requests
@@ -128,6 +134,50 @@ async fn dispatch(
         .get_or_create(&VerbLabels { verb })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// A JSON response re-encoded as Kubernetes protobuf, for a client that asked
+/// for it first. Kinds without a protobuf message (hami's own, custom
+/// resources, discovery documents) stay JSON where the client also takes
+/// JSON, and answer 406 where it does not, as kube-apiserver does.
+async fn to_protobuf(response: Response, json_too: bool) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    if !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::Internal {
+                message: format!("reading the response: {e}"),
+            }
+            .into_response();
+        }
+    };
+    let encoded = serde_json::from_slice::<Value>(&bytes)
+        .map_err(|e| super::protobuf::ProtobufError::Invalid(e.to_string()))
+        .and_then(|v| super::protobuf::encode(&v));
+    match encoded {
+        Ok(pb) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(super::protobuf::MEDIA_TYPE),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(pb))
+        }
+        Err(_) if json_too => Response::from_parts(parts, Body::from(bytes)),
+        Err(e) => ApiError::NotAcceptable {
+            message: format!(
+                "only the following media types are accepted: application/json, application/yaml ({e})"
+            ),
+        }
+        .into_response(),
+    }
 }
 
 /// Reads the body within the size limit (413 beyond it).

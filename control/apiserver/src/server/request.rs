@@ -245,6 +245,54 @@ pub fn decode_value(body: &[u8], media_type: &str) -> Result<Value, ApiError> {
     }
 }
 
+/// How a response body is encoded, from `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    /// Kubernetes' protobuf; `json_too` when Accept also takes JSON (what
+    /// client-go sends: `application/vnd.kubernetes.protobuf,
+    /// application/json`), for kinds that have no protobuf message.
+    Protobuf {
+        json_too: bool,
+    },
+}
+
+/// The first media type of `Accept` the server can write, as kube-apiserver
+/// negotiates it: protobuf for objects (not for `as=Table` and other
+/// transformed representations, which are JSON only), else JSON (also for
+/// `*/*`, an absent header, or types this server does not write).
+pub fn response_encoding(headers: &HeaderMap) -> Encoding {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let json_like = |media: &str| {
+        matches!(
+            media,
+            "application/json" | "*/*" | "application/*" | "application/yaml"
+        )
+    };
+    let entries: Vec<(String, bool)> = accept
+        .split(',')
+        .map(|entry| {
+            let mut params = entry.split(';').map(str::trim);
+            let media = params.next().unwrap_or("").to_ascii_lowercase();
+            let transformed = params.any(|p| p.starts_with("as="));
+            (media, transformed)
+        })
+        .collect();
+    for (i, (media, transformed)) in entries.iter().enumerate() {
+        if media == super::protobuf::MEDIA_TYPE && !transformed {
+            let json_too = entries[i + 1..].iter().any(|(m, _)| json_like(m));
+            return Encoding::Protobuf { json_too };
+        }
+        if json_like(media) {
+            return Encoding::Json;
+        }
+    }
+    Encoding::Json
+}
+
 /// The representation a client asked for in `Accept`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Representation {
@@ -356,6 +404,34 @@ mod tests {
     }
 
     #[test]
+    fn protobuf_is_answered_first_when_asked_first() {
+        let enc = |accept: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            response_encoding(&h)
+        };
+        // client-go's typed clients with protobuf.
+        assert_eq!(
+            enc("application/vnd.kubernetes.protobuf, */*"),
+            Encoding::Protobuf { json_too: true }
+        );
+        assert_eq!(
+            enc("application/vnd.kubernetes.protobuf"),
+            Encoding::Protobuf { json_too: false }
+        );
+        assert_eq!(
+            enc("application/json, application/vnd.kubernetes.protobuf"),
+            Encoding::Json
+        );
+        // Tables and partial metadata are JSON only.
+        assert_eq!(
+            enc("application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json"),
+            Encoding::Json
+        );
+        assert_eq!(response_encoding(&HeaderMap::new()), Encoding::Json);
+    }
+
+    #[test]
     fn bodies_decode_or_fail_cleanly() {
         assert!(decode_object(b"{\"a\":1}", "application/json").is_ok());
         assert!(decode_object(b"a: 1\n", "application/yaml").is_ok());
@@ -366,16 +442,16 @@ mod tests {
             400
         );
         assert_eq!(decode_object(b"{", "").unwrap_err().code(), 400);
-        // Protobuf: only the kinds of `protobuf.rs`; others 415, garbage 400.
+        // Protobuf: built-in kinds only; hami's kinds 415, garbage 400.
         assert_eq!(
             decode_object(b"x", "application/vnd.kubernetes.protobuf")
                 .unwrap_err()
                 .code(),
             400
         );
-        let deployment = b"k8s\0\x0a\x15\x0a\x07apps/v1\x12\x0aDeployment";
+        let policy = b"k8s\0\x0a\x2c\x0a\x17policy.hami.io/v1alpha1\x12\x11PropagationPolicy";
         assert_eq!(
-            decode_object(deployment, "application/vnd.kubernetes.protobuf")
+            decode_object(policy, "application/vnd.kubernetes.protobuf")
                 .unwrap_err()
                 .code(),
             415

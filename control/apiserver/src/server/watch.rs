@@ -26,6 +26,7 @@ use super::dispatch::Ctx;
 use super::keys;
 use super::meta;
 use super::metrics::WatchGuard;
+use super::protobuf;
 use super::read;
 use super::registry::ResourceKind;
 use super::request::{self, ListOptions, Representation};
@@ -61,6 +62,8 @@ struct Encoder {
     kind: Arc<ResourceKind>,
     repr: Representation,
     include_object: Option<String>,
+    /// Length-prefixed protobuf WatchEvents instead of JSON lines.
+    protobuf: bool,
 }
 
 impl Encoder {
@@ -75,6 +78,29 @@ impl Encoder {
                 self.include_object.as_deref(),
             ),
         };
+        if self.protobuf {
+            let mut object = object;
+            // List items and store copies may lack their type; the envelope needs it.
+            if let Some(o) = object.as_object_mut()
+                && !o.contains_key("kind")
+            {
+                o.insert("apiVersion".into(), json!(self.kind.api_version()));
+                o.insert("kind".into(), json!(self.kind.kind));
+            }
+            match protobuf::watch_frame(type_, &object) {
+                Ok(frame) => return Bytes::from(frame),
+                Err(e) => {
+                    tracing::warn!(kind = %self.kind.kind, error = %e, "watch event has no protobuf form; closing with an error event");
+                    let status = ApiError::Internal {
+                        message: format!("encoding a watch event: {e}"),
+                    }
+                    .status();
+                    return Bytes::from(
+                        protobuf::watch_frame("ERROR", &status).unwrap_or_default(),
+                    );
+                }
+            }
+        }
         let mut line =
             serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
         line.push(b'\n');
@@ -123,10 +149,27 @@ fn translate(event: &Event, selectors: &Selectors) -> Option<(&'static str, Valu
 fn start(state: &Arc<State>, ctx: &Ctx, options: ListOptions) -> Result<Response, ApiError> {
     let kind = ctx.path.kind.clone();
     let ns = ctx.path.namespace.clone();
+    let protobuf = match request::response_encoding(&ctx.headers) {
+        request::Encoding::Protobuf { json_too } => {
+            let has_message =
+                protobuf::schema::message_of(&kind.api_version(), &kind.kind).is_some();
+            if !has_message && !json_too {
+                return Err(ApiError::NotAcceptable {
+                    message: format!(
+                        "{} has no protobuf encoding; only the following media types are accepted: application/json",
+                        kind.kind
+                    ),
+                });
+            }
+            has_message && ctx.repr == Representation::Object
+        }
+        request::Encoding::Json => false,
+    };
     let encoder = Encoder {
         kind: kind.clone(),
         repr: ctx.repr,
         include_object: ctx.query.include_object.clone(),
+        protobuf,
     };
     let from_now = matches!(options.resource_version.as_deref(), None | Some("0"));
     let initial = from_now || options.send_initial_events;
@@ -223,7 +266,11 @@ fn start(state: &Arc<State>, ctx: &Ctx, options: ListOptions) -> Result<Response
     let mut response = (StatusCode::OK, Body::from_stream(ReceiverStream::new(rx))).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static(if protobuf {
+            protobuf::WATCH_MEDIA_TYPE
+        } else {
+            "application/json"
+        }),
     );
     Ok(response)
 }

@@ -1,21 +1,38 @@
-//! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`)
-//! for the few kinds typed Go clients send that way to this server: client-go
-//! (1.33+) encodes built-in kinds as protobuf by default, and Helm keeps its
-//! releases in Secrets (or ConfigMaps) through such a client. The body is
-//! turned into the JSON object the rest of the server handles.
+//! Kubernetes' protobuf encoding (`application/vnd.kubernetes.protobuf`) of
+//! every built-in kind the server serves, in request bodies, responses,
+//! lists and watch streams, as kube-apiserver speaks it to kubectl and
+//! client-go's typed clients (which send built-in kinds as protobuf).
 //!
 //! Wire format: the 4-byte magic `k8s\0`, then a `runtime.Unknown` message
-//! (`typeMeta` = 1 {apiVersion = 1, kind = 2}, `raw` = 2) whose `raw` is the
-//! object in the messages of `k8s.io/api/.../generated.proto`. Each kind is
-//! decoded from a table of its fields (number, JSON name, type); fields not in
-//! the table are skipped, as protobuf allows. Kinds without a table answer
-//! 415 and name the media types that work.
+//! (`typeMeta` = 1 {apiVersion = 1, kind = 2}, `raw` = 2, `contentEncoding`
+//! = 3, `contentType` = 4) whose `raw` is the object in the messages of
+//! `k8s.io/api/.../generated.proto`. A watch stream is a sequence of frames,
+//! each a 4-byte big-endian length and a `metav1.WatchEvent` {type = 1,
+//! object = 2 (a RawExtension holding the object's own envelope)}.
+//!
+//! The messages come from [`generated`], a table generated from the k8s-pb
+//! crate's types; [`transcode`] turns bytes into the JSON object the rest of
+//! the server handles and back. Kinds without a message (hami's own, custom
+//! resources) answer 415 in a body, and JSON in a response, as
+//! kube-apiserver does for custom resources.
 
-use k8s_openapi::ByteString;
+pub mod generated;
+pub mod schema;
+pub mod transcode;
+mod wire;
+
 use serde_json::{Map, Value};
 
+use wire::{Reader, bytes_of, invalid, put_bytes, string};
+
 /// The magic bytes before the envelope.
-const MAGIC: &[u8] = b"k8s\0";
+pub const MAGIC: &[u8] = b"k8s\0";
+
+/// The media type.
+pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
+
+/// The media type of a watch stream.
+pub const WATCH_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";
 
 /// Why a protobuf body cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,253 +40,12 @@ pub enum ProtobufError {
     /// Not protobuf of the expected shape.
     #[error("invalid protobuf body: {0}")]
     Invalid(String),
-    /// Valid, but of a kind this server decodes only from JSON or YAML.
+    /// Valid, but of a kind that has no protobuf message (hami's kinds,
+    /// custom resources): JSON or YAML only.
     #[error(
-        "protobuf bodies are decoded for Secret, ConfigMap and DeleteOptions only (got {0}); send application/json or application/yaml"
+        "{0} has no protobuf encoding on this server (built-in Kubernetes kinds only); send application/json or application/yaml"
     )]
     UnsupportedKind(String),
-}
-
-fn invalid(what: &str) -> ProtobufError {
-    ProtobufError::Invalid(what.to_string())
-}
-
-/// One field's value on the wire.
-enum Wire<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    /// Fixed 32/64-bit values (no k8s field here uses them; skipped).
-    Fixed,
-}
-
-/// Reads (field number, value) pairs of one message.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, ProtobufError> {
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let (&b, rest) = self
-                .buf
-                .split_first()
-                .ok_or_else(|| invalid("truncated varint"))?;
-            self.buf = rest;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(invalid("varint longer than 10 bytes"))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtobufError> {
-        if self.buf.len() < n {
-            return Err(invalid("truncated field"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn next_field(&mut self) -> Result<Option<(u64, Wire<'a>)>, ProtobufError> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let wire = match key & 7 {
-            0 => Wire::Varint(self.varint()?),
-            1 => {
-                self.take(8)?;
-                Wire::Fixed
-            }
-            2 => {
-                let n = usize::try_from(self.varint()?).map_err(|_| invalid("length"))?;
-                Wire::Bytes(self.take(n)?)
-            }
-            5 => {
-                self.take(4)?;
-                Wire::Fixed
-            }
-            t => return Err(invalid(&format!("wire type {t}"))),
-        };
-        Ok(Some((key >> 3, wire)))
-    }
-}
-
-/// How a field maps to JSON.
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    /// Base64 in JSON (Kubernetes' `[]byte`).
-    Bytes,
-    Int,
-    Bool,
-    /// `metav1.Time` {seconds = 1, nanos = 2}, as RFC 3339.
-    Time,
-    Message(&'static [Field]),
-    /// `map<string, string>` (entries {key = 1, value = 2}).
-    MapStr,
-    /// `map<string, bytes>`.
-    MapBytes,
-    /// Repeated (each occurrence appends).
-    Repeated(&'static Kind),
-}
-
-type Field = (u64, &'static str, Kind);
-
-const OWNER_REFERENCE: &[Field] = &[
-    (1, "kind", Kind::Str),
-    (3, "name", Kind::Str),
-    (4, "uid", Kind::Str),
-    (5, "apiVersion", Kind::Str),
-    (6, "controller", Kind::Bool),
-    (7, "blockOwnerDeletion", Kind::Bool),
-];
-
-/// `ObjectMeta` without managedFields (the server keeps its own).
-const OBJECT_META: &[Field] = &[
-    (1, "name", Kind::Str),
-    (2, "generateName", Kind::Str),
-    (3, "namespace", Kind::Str),
-    (5, "uid", Kind::Str),
-    (6, "resourceVersion", Kind::Str),
-    (7, "generation", Kind::Int),
-    (8, "creationTimestamp", Kind::Time),
-    (9, "deletionTimestamp", Kind::Time),
-    (10, "deletionGracePeriodSeconds", Kind::Int),
-    (11, "labels", Kind::MapStr),
-    (12, "annotations", Kind::MapStr),
-    (
-        13,
-        "ownerReferences",
-        Kind::Repeated(&Kind::Message(OWNER_REFERENCE)),
-    ),
-    (14, "finalizers", Kind::Repeated(&Kind::Str)),
-];
-
-const SECRET: &[Field] = &[
-    (1, "metadata", Kind::Message(OBJECT_META)),
-    (2, "data", Kind::MapBytes),
-    (3, "type", Kind::Str),
-    (4, "stringData", Kind::MapStr),
-    (5, "immutable", Kind::Bool),
-];
-
-const CONFIG_MAP: &[Field] = &[
-    (1, "metadata", Kind::Message(OBJECT_META)),
-    (2, "data", Kind::MapStr),
-    (3, "binaryData", Kind::MapBytes),
-    (4, "immutable", Kind::Bool),
-];
-
-const PRECONDITIONS: &[Field] = &[(1, "uid", Kind::Str), (2, "resourceVersion", Kind::Str)];
-
-const DELETE_OPTIONS: &[Field] = &[
-    (1, "gracePeriodSeconds", Kind::Int),
-    (2, "preconditions", Kind::Message(PRECONDITIONS)),
-    (3, "orphanDependents", Kind::Bool),
-    (4, "propagationPolicy", Kind::Str),
-    (5, "dryRun", Kind::Repeated(&Kind::Str)),
-];
-
-fn string(b: &[u8]) -> Result<String, ProtobufError> {
-    String::from_utf8(b.to_vec()).map_err(|_| invalid("string is not UTF-8"))
-}
-
-fn bytes_of<'a>(w: &Wire<'a>) -> Result<&'a [u8], ProtobufError> {
-    match w {
-        Wire::Bytes(b) => Ok(b),
-        _ => Err(invalid("expected a length-delimited field")),
-    }
-}
-
-fn varint_of(w: &Wire<'_>) -> Result<u64, ProtobufError> {
-    match w {
-        Wire::Varint(v) => Ok(*v),
-        _ => Err(invalid("expected a varint field")),
-    }
-}
-
-/// A map entry's key and value bytes.
-fn entry(b: &[u8]) -> Result<(String, &[u8]), ProtobufError> {
-    let mut r = Reader { buf: b };
-    let (mut key, mut value) = (String::new(), &[][..]);
-    while let Some((n, w)) = r.next_field()? {
-        match n {
-            1 => key = string(bytes_of(&w)?)?,
-            2 => value = bytes_of(&w)?,
-            _ => {}
-        }
-    }
-    Ok((key, value))
-}
-
-fn time(b: &[u8]) -> Result<Value, ProtobufError> {
-    let mut r = Reader { buf: b };
-    let mut seconds = 0i64;
-    while let Some((n, w)) = r.next_field()? {
-        if n == 1 {
-            // int64 on the wire: two's complement in a u64.
-            seconds = varint_of(&w)? as i64;
-        }
-    }
-    let t = k8s_openapi::jiff::Timestamp::from_second(seconds)
-        .map_err(|_| invalid("time out of range"))?;
-    Ok(Value::String(format!("{t:.0}")))
-}
-
-fn single(kind: Kind, w: &Wire<'_>) -> Result<Value, ProtobufError> {
-    Ok(match kind {
-        Kind::Str => Value::String(string(bytes_of(w)?)?),
-        Kind::Bytes => serde_json::to_value(ByteString(bytes_of(w)?.to_vec()))
-            .map_err(|e| ProtobufError::Invalid(e.to_string()))?,
-        Kind::Int => Value::from(varint_of(w)? as i64),
-        Kind::Bool => Value::Bool(varint_of(w)? != 0),
-        Kind::Time => time(bytes_of(w)?)?,
-        Kind::Message(fields) => Value::Object(message(bytes_of(w)?, fields)?),
-        Kind::MapStr | Kind::MapBytes | Kind::Repeated(_) => {
-            return Err(invalid("nested repeated field"));
-        }
-    })
-}
-
-/// Decodes one message by its field table.
-fn message(b: &[u8], fields: &[Field]) -> Result<Map<String, Value>, ProtobufError> {
-    let mut out = Map::new();
-    let mut r = Reader { buf: b };
-    while let Some((n, w)) = r.next_field()? {
-        let Some(&(_, name, kind)) = fields.iter().find(|f| f.0 == n) else {
-            continue;
-        };
-        match kind {
-            Kind::MapStr | Kind::MapBytes => {
-                let (k, v) = entry(bytes_of(&w)?)?;
-                let v = if matches!(kind, Kind::MapStr) {
-                    Value::String(string(v)?)
-                } else {
-                    single(Kind::Bytes, &Wire::Bytes(v))?
-                };
-                if let Value::Object(m) =
-                    out.entry(name).or_insert_with(|| Value::Object(Map::new()))
-                {
-                    m.insert(k, v);
-                }
-            }
-            Kind::Repeated(item) => {
-                let v = single(*item, &w)?;
-                if let Value::Array(a) = out.entry(name).or_insert_with(|| Value::Array(Vec::new()))
-                {
-                    a.push(v);
-                }
-            }
-            _ => {
-                out.insert(name.to_string(), single(kind, &w)?);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The JSON object of a protobuf-encoded body.
@@ -278,11 +54,11 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         .strip_prefix(MAGIC)
         .ok_or_else(|| invalid("missing the k8s\\0 prefix"))?;
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
-    let mut r = Reader { buf: envelope };
+    let mut r = Reader::new(envelope);
     while let Some((n, w)) = r.next_field()? {
         match n {
             1 => {
-                let mut t = Reader { buf: bytes_of(&w)? };
+                let mut t = Reader::new(bytes_of(&w)?);
                 while let Some((n, w)) = t.next_field()? {
                     match n {
                         1 => api_version = string(bytes_of(&w)?)?,
@@ -295,17 +71,78 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
             _ => {}
         }
     }
-    let fields = match kind.as_str() {
-        "Secret" => SECRET,
-        "ConfigMap" => CONFIG_MAP,
-        "DeleteOptions" => DELETE_OPTIONS,
-        "" => return Err(invalid("no kind in the envelope")),
-        _ => return Err(ProtobufError::UnsupportedKind(kind)),
-    };
-    let mut object = message(raw, fields)?;
+    if kind.is_empty() {
+        return Err(invalid("no kind in the envelope"));
+    }
+    let message = schema::message_of(&api_version, &kind)
+        .ok_or_else(|| ProtobufError::UnsupportedKind(format!("{kind} ({api_version})")))?;
+    let mut object = Map::new();
     object.insert("apiVersion".into(), Value::String(api_version));
     object.insert("kind".into(), Value::String(kind));
+    object.extend(transcode::to_json(message, raw)?);
     Ok(Value::Object(object))
+}
+
+/// The protobuf envelope of a JSON object that names its `apiVersion` and
+/// `kind`.
+pub fn encode(object: &Value) -> Result<Vec<u8>, ProtobufError> {
+    let map = object
+        .as_object()
+        .ok_or_else(|| invalid("not a JSON object"))?;
+    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
+    let message = schema::message_of(api_version, kind)
+        .ok_or_else(|| ProtobufError::UnsupportedKind(format!("{kind} ({api_version})")))?;
+    let mut raw = Vec::new();
+    transcode::from_json(message, map, &mut raw, "")?;
+    let mut type_meta = Vec::new();
+    put_bytes(1, api_version.as_bytes(), &mut type_meta);
+    put_bytes(2, kind.as_bytes(), &mut type_meta);
+    let mut out = MAGIC.to_vec();
+    put_bytes(1, &type_meta, &mut out);
+    put_bytes(2, &raw, &mut out);
+    put_bytes(3, b"", &mut out);
+    put_bytes(4, b"", &mut out);
+    Ok(out)
+}
+
+/// One frame of a protobuf watch stream: the length, then the WatchEvent.
+pub fn watch_frame(type_: &str, object: &Value) -> Result<Vec<u8>, ProtobufError> {
+    let inner = encode(object)?;
+    let mut raw_extension = Vec::new();
+    put_bytes(1, &inner, &mut raw_extension);
+    let mut event = Vec::new();
+    put_bytes(1, type_.as_bytes(), &mut event);
+    put_bytes(2, &raw_extension, &mut event);
+    let len = u32::try_from(event.len()).map_err(|_| invalid("watch event too large"))?;
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend_from_slice(&event);
+    Ok(frame)
+}
+
+/// The type and object of one watch frame's `WatchEvent` (the bytes after
+/// the length), as a client reads them.
+pub fn decode_watch_event(event: &[u8]) -> Result<(String, Value), ProtobufError> {
+    let (mut type_, mut object) = (String::new(), None);
+    let mut r = Reader::new(event);
+    while let Some((n, w)) = r.next_field()? {
+        match n {
+            1 => type_ = string(bytes_of(&w)?)?,
+            2 => {
+                let mut ext = Reader::new(bytes_of(&w)?);
+                while let Some((n, w)) = ext.next_field()? {
+                    if n == 1 {
+                        object = Some(decode(bytes_of(&w)?)?);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((
+        type_,
+        object.ok_or_else(|| invalid("a watch event without an object"))?,
+    ))
 }
 
 #[cfg(test)]
@@ -422,8 +259,14 @@ mod tests {
     #[test]
     fn other_kinds_and_broken_bodies_are_refused() {
         assert_eq!(
-            decode(&envelope("apps/v1", "Deployment", &[])),
-            Err(ProtobufError::UnsupportedKind("Deployment".into()))
+            decode(&envelope(
+                "policy.hami.io/v1alpha1",
+                "PropagationPolicy",
+                &[]
+            )),
+            Err(ProtobufError::UnsupportedKind(
+                "PropagationPolicy (policy.hami.io/v1alpha1)".into()
+            ))
         );
         assert!(matches!(decode(b"{}"), Err(ProtobufError::Invalid(_))));
         let mut truncated = envelope("v1", "Secret", &[]);
@@ -432,5 +275,92 @@ mod tests {
         let mut bad_wire = MAGIC.to_vec();
         bad_wire.push(0x0b); // field 1, wire type 3 (groups are not used)
         assert!(matches!(decode(&bad_wire), Err(ProtobufError::Invalid(_))));
+    }
+
+    /// Embedded Go structs (a probe's handler, a volume's source, a key
+    /// selector's LocalObjectReference) are messages of their own on the
+    /// wire and flat in JSON; IntOrString, Quantity and Duration-free times
+    /// take their JSON forms; a pointer's zero (`replicas: 0`) is kept.
+    #[test]
+    fn embedded_structs_and_special_types_round_trip() {
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"},
+                         "creationTimestamp": "2024-05-01T10:00:00Z"},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [{
+                            "name": "web", "image": "nginx", "args": ["-g", ""],
+                            "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                            "resources": {"limits": {"nvidia.com/gpu": "1", "memory": "1Gi"},
+                                          "requests": {"cpu": "100m"}},
+                            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 5},
+                            "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}]
+                        }],
+                        "volumes": [{"name": "v", "emptyDir": {"sizeLimit": "1Gi"}}],
+                        "hostIPC": false
+                    }
+                }
+            }
+        });
+        let bytes = encode(&deployment).unwrap();
+        assert!(bytes.starts_with(MAGIC));
+        assert_eq!(decode(&bytes).unwrap(), deployment);
+    }
+
+    #[test]
+    fn lists_status_and_watch_frames_encode() {
+        let list = json!({"apiVersion": "v1", "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": "7"},
+            "items": [{"metadata": {"name": "a"}, "data": {"k": "v"}}]});
+        assert_eq!(decode(&encode(&list).unwrap()).unwrap(), list);
+        let status = json!({"apiVersion": "v1", "kind": "Status", "metadata": {},
+            "status": "Failure", "reason": "Invalid", "code": 422,
+            "details": {"name": "web", "kind": "Deployment",
+                        "causes": [{"reason": "FieldValueInvalid", "field": "spec.replicas", "message": "m"}]}});
+        assert_eq!(decode(&encode(&status).unwrap()).unwrap(), status);
+
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
+        let frame = watch_frame("ADDED", &cm).unwrap();
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(len, frame.len() - 4);
+        assert_eq!(
+            decode_watch_event(&frame[4..]).unwrap(),
+            ("ADDED".to_owned(), cm)
+        );
+    }
+
+    #[test]
+    fn go_durations_format_and_parse() {
+        use super::transcode::{go_duration, parse_go_duration};
+        for (ns, s) in [
+            (0, "0s"),
+            (1_500_000_000, "1.5s"),
+            (300_000_000, "300ms"),
+            (3_723_000_000_000, "1h2m3s"),
+            (90_000_000_000, "1m30s"),
+            (-2_000_000_000, "-2s"),
+        ] {
+            assert_eq!(go_duration(ns), s);
+            assert_eq!(parse_go_duration(s), Some(ns), "{s}");
+        }
+        assert_eq!(parse_go_duration("5x"), None);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_an_error_not_a_panic() {
+        let bad =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": "two"}});
+        assert_eq!(
+            encode(&bad),
+            Err(ProtobufError::Invalid(
+                "spec.replicas: expected an integer".into()
+            ))
+        );
     }
 }
