@@ -1244,50 +1244,31 @@ async fn validation_answers_the_same_for_protobuf_bodies() {
         d["spec"]["template"]["spec"]["containers"] = containers;
         d
     };
+    let with_resources = |name: &str, resources: Value| {
+        with_containers(name, json!([container("main", "x", resources)]))
+    };
     let c0 = "spec.template.spec.containers[0]";
     let cases: Vec<(Value, Vec<String>)> = vec![
         (deployment("r", -5), vec!["spec.replicas".into()]),
         (
-            with_containers(
-                "q",
-                json!([container(
-                    "main",
-                    "x",
-                    json!({"limits": {"nvidia.com/gpu": "-3"}})
-                )]),
-            ),
+            with_resources("q", json!({"limits": {"nvidia.com/gpu": "-3"}})),
             vec![format!("{c0}.resources.limits[nvidia.com/gpu]")],
         ),
         (
-            with_containers(
-                "m",
-                json!([container(
-                    "main",
-                    "x",
-                    json!({"requests": {"memory": "12zz"}})
-                )]),
-            ),
+            with_resources("m", json!({"requests": {"memory": "12zz"}})),
             vec![format!("{c0}.resources.requests[memory]")],
         ),
         (
-            with_containers(
+            with_resources(
                 "l",
-                json!([container(
-                    "main",
-                    "x",
-                    json!({"requests": {"cpu": "2"}, "limits": {"cpu": "1"}})
-                )]),
+                json!({"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}),
             ),
             vec![format!("{c0}.resources.requests")],
         ),
         (
-            with_containers(
+            with_resources(
                 "g",
-                json!([container(
-                    "main",
-                    "x",
-                    json!({"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "2"}})
-                )]),
+                json!({"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "2"}}),
             ),
             vec![format!("{c0}.resources.requests")],
         ),

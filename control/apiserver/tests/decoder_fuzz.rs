@@ -83,3 +83,40 @@ fn continue_tokens_round_trip() {
         key
     );
 }
+
+/// A valid protobuf Deployment, as kubectl sends one.
+fn protobuf_deployment() -> Vec<u8> {
+    hami_apiserver::server::protobuf::encode(&serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx",
+                                       "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}
+    }))
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// A protobuf Deployment with bytes changed, cut short or appended: a
+    /// value or a 4xx, never a panic.
+    #[test]
+    fn damaged_protobuf_bodies_never_panic(
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in any::<usize>(),
+        tail in proptest::collection::vec(any::<u8>(), 0..16),
+    ) {
+        let mut body = protobuf_deployment();
+        for (at, byte) in flips {
+            let i = 4 + at % (body.len() - 4);
+            body[i] = byte;
+        }
+        body.truncate(4 + cut % (body.len() - 3));
+        body.extend(tail);
+        if let Err(e) = request::decode_object(&body, "application/vnd.kubernetes.protobuf") {
+            prop_assert!(client_error(e.code()), "{e}");
+        }
+    }
+}

@@ -50,6 +50,10 @@ pub enum ProtobufError {
 
 /// The JSON object of a protobuf-encoded body.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
+    decode_at(body, 0)
+}
+
+fn decode_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
     let envelope = body
         .strip_prefix(MAGIC)
         .ok_or_else(|| invalid("missing the k8s\\0 prefix"))?;
@@ -79,7 +83,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let mut object = Map::new();
     object.insert("apiVersion".into(), Value::String(api_version));
     object.insert("kind".into(), Value::String(kind));
-    object.extend(transcode::to_json(message, raw)?);
+    object.extend(transcode::to_json_at(message, raw, depth)?);
     Ok(Value::Object(object))
 }
 
@@ -333,6 +337,21 @@ mod tests {
             decode_watch_event(&frame[4..]).unwrap(),
             ("ADDED".to_owned(), cm)
         );
+    }
+
+    /// A meta `List` whose item is a `List` whose item is ..., each in its
+    /// own envelope: refused at the depth limit, not a stack overflow.
+    #[test]
+    fn envelopes_nested_without_end_are_refused() {
+        let mut body = envelope("v1", "ConfigMap", &[]);
+        for _ in 0..200 {
+            let mut ext = Vec::new();
+            len_field(1, &body, &mut ext);
+            let mut list = Vec::new();
+            len_field(2, &ext, &mut list);
+            body = envelope("meta.k8s.io/v1", "List", &list);
+        }
+        assert!(matches!(decode(&body), Err(ProtobufError::Invalid(_))));
     }
 
     #[test]

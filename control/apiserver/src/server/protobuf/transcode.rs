@@ -44,8 +44,17 @@ fn message_named(name: &str) -> Result<&'static Message, ProtobufError> {
 
 /// The JSON object of a message's bytes.
 pub fn to_json(m: &Message, bytes: &[u8]) -> Result<Map<String, Value>, ProtobufError> {
+    to_json_at(m, bytes, 0)
+}
+
+/// [`to_json`] at a nesting depth (envelopes inside RawExtensions count).
+pub(super) fn to_json_at(
+    m: &Message,
+    bytes: &[u8],
+    depth: usize,
+) -> Result<Map<String, Value>, ProtobufError> {
     let mut out = Map::new();
-    decode_into(m, bytes, &mut out, 0)?;
+    decode_into(m, bytes, &mut out, depth)?;
     Ok(out)
 }
 
@@ -279,7 +288,7 @@ fn special_or_message(name: &str, b: &[u8], depth: usize) -> Result<Option<Value
                 return Ok(None);
             }
             if raw.starts_with(super::MAGIC) {
-                super::decode(raw)?
+                super::decode_at(raw, depth + 1)?
             } else {
                 serde_json::from_slice(raw)
                     .map_err(|e| invalid(format!("embedded JSON of {name}: {e}")))?
