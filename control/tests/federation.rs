@@ -158,6 +158,7 @@ async fn estimate(cluster: &str, endpoint: &str) -> i32 {
             .into(),
             ..Default::default()
         }),
+        assumed_workloads: Vec::new(),
     };
     client
         .max_available_replicas(request)

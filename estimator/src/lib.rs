@@ -18,6 +18,7 @@ pub mod model;
 mod pods;
 pub mod quantity;
 pub mod shape;
+pub mod simulate;
 pub mod snapshot;
 
 #[cfg(feature = "server")]

@@ -85,6 +85,7 @@ fn single(cluster: Option<&str>, r: pb::ReplicaRequirements) -> pb::MaxAvailable
     pb::MaxAvailableReplicasRequest {
         cluster: cluster.map(String::from),
         replica_requirements: Some(r),
+        assumed_workloads: vec![],
     }
 }
 
@@ -201,6 +202,7 @@ async fn bad_input_is_invalid_argument() {
             pb::MaxAvailableReplicasRequest {
                 cluster: Some("member-1".into()),
                 replica_requirements: None,
+                assumed_workloads: vec![],
             },
         ),
         (

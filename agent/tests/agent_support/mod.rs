@@ -292,6 +292,7 @@ pub async fn ask_estimator(endpoint: &str) -> i32 {
             .into(),
             ..Default::default()
         }),
+        assumed_workloads: Vec::new(),
     };
     client
         .max_available_replicas(request)

@@ -1,7 +1,9 @@
 //! The estimator gRPC services over a shared snapshot: Karmada's
-//! `Estimator` (MaxAvailableReplicas, GetUnschedulableReplicas) and hami's
-//! `BatchEstimator`. The snapshot lock is held only for the query itself
-//! (microseconds), never across an await.
+//! `Estimator` (MaxAvailableReplicas, MaxAvailableComponentSets,
+//! GetUnschedulableReplicas) and hami's `BatchEstimator`. The snapshot lock
+//! is held only for the query itself (microseconds through the index;
+//! longer for a placement on a scratch copy, which assumed workloads and
+//! component sets need), never across an await.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, ConvertError};
 use super::metrics::EstimatorMetrics;
 use crate::model::WorkloadRef;
+use crate::shape::ReplicaShape;
+use crate::simulate::{DEFAULT_SEARCH_BUDGET, Placeable, Scratch};
 use crate::snapshot::Snapshot;
 
 /// Serves one cluster's snapshot.
@@ -81,6 +85,56 @@ impl EstimatorService {
     }
 }
 
+/// Places the assumed workloads' replicas first-fit on a scratch copy.
+fn deduct<'a>(snap: &'a Snapshot, assumed: &[(ReplicaShape, u64)]) -> Scratch<'a> {
+    let mut scratch = Scratch::new(snap);
+    for (shape, replicas) in assumed {
+        scratch.place_first_fit(&Placeable::new(snap, shape), *replicas);
+    }
+    scratch
+}
+
+impl EstimatorService {
+    /// Replicas of `shape` that fit once `assumed` is placed.
+    fn replicas_after(
+        snap: &mut Snapshot,
+        shape: &ReplicaShape,
+        assumed: &[(ReplicaShape, u64)],
+    ) -> u64 {
+        if assumed.is_empty() {
+            return snap.max_available_replicas(shape);
+        }
+        let snap = &*snap;
+        deduct(snap, assumed).max_replicas(&Placeable::new(snap, shape))
+    }
+
+    /// Complete sets of `components` that fit once `assumed` is placed.
+    fn sets_after(
+        &self,
+        method: &'static str,
+        snap: &Snapshot,
+        components: &[(ReplicaShape, u64)],
+        assumed: &[(ReplicaShape, u64)],
+    ) -> u64 {
+        let scratch = deduct(snap, assumed);
+        let placeable: Vec<(Placeable<'_>, u64)> = components
+            .iter()
+            .map(|(s, r)| (Placeable::new(snap, s), *r))
+            .collect();
+        let answer = scratch.max_component_sets(&placeable, DEFAULT_SEARCH_BUDGET);
+        if !answer.exact {
+            self.metrics
+                .sets_search_truncated
+                .get_or_create(&super::metrics::MethodLabels {
+                    cluster: self.cluster.clone(),
+                    method,
+                })
+                .inc();
+        }
+        answer.sets
+    }
+}
+
 #[tonic::async_trait]
 impl service::estimator_server::Estimator for EstimatorService {
     async fn max_available_replicas(
@@ -89,15 +143,36 @@ impl service::estimator_server::Estimator for EstimatorService {
     ) -> Result<Response<pb::MaxAvailableReplicasResponse>, Status> {
         let start = Instant::now();
         let req = request.into_inner();
-        let r = convert::check_cluster(&self.cluster, req.cluster.as_deref())
-            .and_then(|()| convert::shape(req.replica_requirements.as_ref(), &BTreeMap::new()))
-            .map(|shape| {
-                let n = self.snapshot.lock().max_available_replicas(&shape);
-                pb::MaxAvailableReplicasResponse {
-                    max_replicas: Some(clamp(n)),
-                }
-            });
+        let r = convert::check_cluster(&self.cluster, req.cluster.as_deref()).and_then(|()| {
+            let shape = convert::shape(req.replica_requirements.as_ref(), &BTreeMap::new())?;
+            let assumed = convert::assumed(&req.assumed_workloads)?;
+            let n = Self::replicas_after(&mut self.snapshot.lock(), &shape, &assumed);
+            Ok(pb::MaxAvailableReplicasResponse {
+                max_replicas: Some(clamp(n)),
+            })
+        });
         self.finish("max_available_replicas", start, r)
+    }
+
+    async fn max_available_component_sets(
+        &self,
+        request: Request<pb::MaxAvailableComponentSetsRequest>,
+    ) -> Result<Response<pb::MaxAvailableComponentSetsResponse>, Status> {
+        let start = Instant::now();
+        let req = request.into_inner();
+        let method = "max_available_component_sets";
+        let r = convert::check_cluster(&self.cluster, req.cluster.as_deref()).and_then(|()| {
+            if req.components.is_empty() {
+                return Err(ConvertError::MissingComponents);
+            }
+            let components = convert::components(&req.components, &BTreeMap::new(), "components")?;
+            let assumed = convert::assumed(&req.assumed_workloads)?;
+            let n = self.sets_after(method, &self.snapshot.lock(), &components, &assumed);
+            Ok(pb::MaxAvailableComponentSetsResponse {
+                max_sets: Some(clamp(n)),
+            })
+        });
+        self.finish(method, start, r)
     }
 
     async fn get_unschedulable_replicas(
@@ -160,5 +235,40 @@ impl batch::batch_estimator_server::BatchEstimator for EstimatorService {
             Ok(batch::MaxAvailableReplicasBatchResponse { max_replicas })
         });
         self.finish("max_available_replicas_batch", start, r)
+    }
+
+    async fn max_available_component_sets_batch(
+        &self,
+        request: Request<batch::MaxAvailableComponentSetsBatchRequest>,
+    ) -> Result<Response<batch::MaxAvailableComponentSetsBatchResponse>, Status> {
+        let start = Instant::now();
+        let req = request.into_inner();
+        let method = "max_available_component_sets_batch";
+        let r = convert::check_cluster(&self.cluster, Some(&req.cluster)).and_then(|()| {
+            let workloads = req
+                .workloads
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    if w.components.is_empty() {
+                        return Err(ConvertError::MissingComponents);
+                    }
+                    let ann: BTreeMap<String, String> = w
+                        .annotations
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    convert::components(&w.components, &ann, &format!("workloads[{i}].components"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let assumed = convert::assumed(&req.assumed_workloads)?;
+            let snap = self.snapshot.lock();
+            let max_sets = workloads
+                .iter()
+                .map(|components| clamp(self.sets_after(method, &snap, components, &assumed)))
+                .collect();
+            Ok(batch::MaxAvailableComponentSetsBatchResponse { max_sets })
+        });
+        self.finish(method, start, r)
     }
 }

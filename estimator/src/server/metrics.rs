@@ -25,7 +25,9 @@ use crate::snapshot::{Snapshot, SnapshotStats};
 pub struct MethodLabels {
     /// The member cluster the estimator answers for.
     pub cluster: String,
-    /// `max_available_replicas`, `get_unschedulable_replicas` or `max_available_replicas_batch`.
+    /// `max_available_replicas`, `max_available_component_sets`,
+    /// `get_unschedulable_replicas`, `max_available_replicas_batch` or
+    /// `max_available_component_sets_batch`.
     pub method: &'static str,
 }
 
@@ -51,6 +53,9 @@ pub struct EstimatorMetrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Request latency by cluster and method, seconds.
     pub latency: Family<MethodLabels, Histogram>,
+    /// Component-set searches that ran out of steps and answered a proven
+    /// lower bound instead of the maximum, by cluster and method.
+    pub sets_search_truncated: Family<MethodLabels, Counter>,
     tracked: Tracked,
 }
 
@@ -78,6 +83,12 @@ impl EstimatorMetrics {
             Unit::Seconds,
             latency.clone(),
         );
+        let sets_search_truncated = Family::<MethodLabels, Counter>::default();
+        r.register(
+            "component_sets_search_truncated",
+            "Component-set searches that ran out of steps and answered a proven lower bound",
+            sets_search_truncated.clone(),
+        );
         let tracked = Tracked::default();
         r.register_collector(Box::new(SnapshotCollector {
             tracked: tracked.clone(),
@@ -85,6 +96,7 @@ impl EstimatorMetrics {
         Self {
             requests,
             latency,
+            sets_search_truncated,
             tracked,
         }
     }

@@ -17,6 +17,7 @@ use hami_proto::hami::estimator::v1 as batch;
 use hami_proto::k8s::io::api::core::v1 as corepb;
 use hami_proto::k8s::io::apimachinery::pkg::api::resource as qpb;
 use parking_lot::Mutex;
+use prost::Message;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -224,6 +225,7 @@ impl Estimators {
             let request = pb::MaxAvailableReplicasRequest {
                 cluster: Some(cluster.to_string()),
                 replica_requirements: Some(to_pb(&q.requirements)),
+                assumed_workloads: Vec::new(),
             };
             let call = client.max_available_replicas(request);
             let answer = match tokio::time::timeout(self.config.timeout, call).await {
@@ -251,7 +253,6 @@ fn gpu_annotations(r: &ReplicaRequirements) -> HashMap<String, String> {
     out
 }
 
-/// hami's requirements as Karmada's wire message.
 /// The estimator endpoint a Cluster advertises (its
 /// `cluster.hami.io/estimator-endpoint` annotation), if any and not empty.
 pub fn estimator_endpoint(cluster: &hami_api::cluster::Cluster) -> Option<String> {
@@ -264,7 +265,25 @@ pub fn estimator_endpoint(cluster: &hami_api::cluster::Cluster) -> Option<String
         .cloned()
 }
 
+/// hami's requirements as Karmada's wire message, in both encodings as
+/// Karmada v1.18's writers send them: the embedded Kubernetes messages (read
+/// by estimators up to v1.18) and the same values serialized into the bytes
+/// fields (read by v1.18+, the only ones v1.19 reads).
 pub fn to_pb(r: &ReplicaRequirements) -> pb::ReplicaRequirements {
+    let mut out = to_pb_embedded(r);
+    out.resource_request_bytes = out
+        .resource_request
+        .iter()
+        .map(|(k, q)| (k.clone(), q.encode_to_vec()))
+        .collect();
+    if let Some(c) = out.node_claim.as_mut() {
+        c.node_affinity_bytes = c.node_affinity.as_ref().map(Message::encode_to_vec);
+        c.tolerations_bytes = c.tolerations.iter().map(Message::encode_to_vec).collect();
+    }
+    out
+}
+
+fn to_pb_embedded(r: &ReplicaRequirements) -> pb::ReplicaRequirements {
     let node_claim = r.node_claim.as_ref().map(|c| pb::NodeClaim {
         node_affinity: c
             .hard_node_affinity
@@ -295,6 +314,7 @@ pub fn to_pb(r: &ReplicaRequirements) -> pb::ReplicaRequirements {
                 toleration_seconds: t.toleration_seconds,
             })
             .collect(),
+        ..Default::default()
     });
     pb::ReplicaRequirements {
         node_claim,
@@ -312,7 +332,7 @@ pub fn to_pb(r: &ReplicaRequirements) -> pb::ReplicaRequirements {
             .collect(),
         namespace: r.namespace.clone(),
         priority_class_name: r.priority_class_name.clone(),
-        priority: None,
+        resource_request_bytes: HashMap::new(),
     }
 }
 
@@ -321,5 +341,70 @@ fn req(r: &k8s_openapi::api::core::v1::NodeSelectorRequirement) -> corepb::NodeS
         key: Some(r.key.clone()),
         operator: Some(r.operator.clone()),
         values: r.values.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
+    };
+
+    /// Every Karmada release reads what hami's scheduler sends: the
+    /// embedded forms (up to v1.18) and the bytes (v1.18+), the same values.
+    #[test]
+    fn requirements_go_out_in_both_encodings() {
+        let r = ReplicaRequirements {
+            node_claim: Some(hami_api::binding::NodeClaim {
+                hard_node_affinity: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: "zone".into(),
+                            operator: "In".into(),
+                            values: Some(vec!["a".into()]),
+                        }]),
+                        match_fields: None,
+                    }],
+                }),
+                node_selector: BTreeMap::new(),
+                tolerations: vec![Toleration {
+                    key: Some("dedicated".into()),
+                    operator: Some("Exists".into()),
+                    ..Default::default()
+                }],
+            }),
+            resource_request: [(
+                "nvidia.com/gpu".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("2".into()),
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let pb = to_pb(&r);
+        let q = &pb.resource_request["nvidia.com/gpu"];
+        assert_eq!(q.string.as_deref(), Some("2"));
+        assert_eq!(
+            qpb::Quantity::decode(pb.resource_request_bytes["nvidia.com/gpu"].as_slice()).unwrap(),
+            *q
+        );
+        let claim = pb.node_claim.unwrap();
+        let affinity = claim.node_affinity.unwrap();
+        assert_eq!(
+            affinity.node_selector_terms[0].match_expressions[0]
+                .key
+                .as_deref(),
+            Some("zone")
+        );
+        assert_eq!(
+            corepb::NodeSelector::decode(claim.node_affinity_bytes.unwrap().as_slice()).unwrap(),
+            affinity
+        );
+        assert_eq!(claim.tolerations_bytes.len(), 1);
+        assert_eq!(
+            corepb::Toleration::decode(claim.tolerations_bytes[0].as_slice()).unwrap(),
+            claim.tolerations[0]
+        );
     }
 }
