@@ -622,6 +622,48 @@ async fn component_sets_over_the_wire() {
         .await
         .unwrap();
     assert_eq!(r.max_sets, base - 1, "one set in flight leaves one fewer");
+
+    // hami's batch call answers the same for each workload, in order.
+    let gpu_only = Shape {
+        resources: vec![("nvidia.com/gpu", "1"), ("nvidia.com/gpumem", "40000")],
+        selector: vec![],
+        affinity: None,
+        tolerations: vec![tolerate_dedicated()],
+    };
+    let single: MaxSetsResponse = call(
+        &ch,
+        "MaxAvailableComponentSets",
+        v119::MaxAvailableComponentSetsRequest {
+            cluster: "member-1".into(),
+            components: vec![v119_component("worker", &gpu_only, 2)],
+            namespace: String::new(),
+            assumed_workloads: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let to_pb = |c: v119::Component| pb::Component::decode(c.encode_to_vec().as_slice()).unwrap();
+    let workloads = vec![
+        batch::ComponentSetsRequest {
+            components: req(vec![]).components.into_iter().map(to_pb).collect(),
+            annotations: HashMap::new(),
+        },
+        batch::ComponentSetsRequest {
+            components: vec![to_pb(v119_component("worker", &gpu_only, 2))],
+            annotations: HashMap::new(),
+        },
+    ];
+    let answer = batch::batch_estimator_client::BatchEstimatorClient::new(ch.clone())
+        .max_available_component_sets_batch(batch::MaxAvailableComponentSetsBatchRequest {
+            cluster: "member-1".into(),
+            workloads,
+            assumed_workloads: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.max_sets, vec![base, single.max_sets]);
+    assert!(single.max_sets > 0);
 }
 
 #[tokio::test]
