@@ -1,7 +1,16 @@
 //! The plugin's life beside kubelet: serve the DevicePlugin service on a Unix
 //! socket, register with kubelet's Registration service, and start over when
 //! kubelet restarts (its socket disappears or is replaced) or when the plugin's
-//! own socket is wiped, as kubelet does to its device-plugin folder on start.
+//! own socket is wiped.
+//!
+//! The order follows what a real kubelet does when it starts: its device
+//! manager first deletes every socket in the device-plugin folder
+//! (`CleanupPluginDirectory`), then serves a new `kubelet.sock`, and inside
+//! `Register` dials the plugin's socket back. So the plugin serves its socket
+//! only once kubelet's socket is there, registers with a timeout, and after
+//! any failure stops, serves a fresh socket and registers again, backing off.
+//! The folder is watched (inotify through `notify`) so that a new kubelet
+//! socket is seen at once; a poll every 200 ms is the fallback.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -11,8 +20,9 @@ use std::time::Duration;
 
 use hami_proto::v1beta1 as pb;
 use hyper_util::rt::TokioIo;
+use notify::{RecursiveMode, Watcher};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 
@@ -26,8 +36,12 @@ pub const DEFAULT_KUBELET_SOCKET: &str = "/var/lib/kubelet/device-plugins/kubele
 /// How often the sockets are checked. Kubelet restarts are rare; 200 ms keeps
 /// re-registration prompt at negligible cost (two stat calls).
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
-/// Wait between failed registration attempts.
-const REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// First wait after a failed registration; it doubles up to the maximum.
+const REGISTER_RETRY: Duration = Duration::from_millis(250);
+/// Longest wait between registration attempts.
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(8);
+/// How long a Register call may take (kubelet dials the plugin inside it).
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping server may take to close its connections.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -152,6 +166,46 @@ impl RunningServer {
     }
 }
 
+/// Wakes the loop when anything in kubelet's folder changes. Without a
+/// watcher (the folder cannot be watched) the loop still polls.
+struct FolderWatch {
+    _watcher: Option<notify::RecommendedWatcher>,
+    changed: Arc<Notify>,
+}
+
+impl FolderWatch {
+    fn new(dir: &Path) -> Self {
+        let changed = Arc::new(Notify::new());
+        let wake = Arc::clone(&changed);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                wake.notify_one();
+            }
+        })
+        .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w));
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "cannot watch the device-plugin folder; polling it every 200 ms");
+                None
+            }
+        };
+        Self {
+            _watcher: watcher,
+            changed,
+        }
+    }
+
+    /// Until the folder changes, the poll interval passes, or shutdown.
+    async fn wait(&self, shutdown: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            () = self.changed.notified() => {}
+            () = tokio::time::sleep(CHECK_INTERVAL) => {}
+            Ok(_) = shutdown.wait_for(|s| *s) => {}
+        }
+    }
+}
+
 /// Serves, registers and re-registers until `shutdown` turns true.
 pub async fn run(
     cfg: KubeletConfig,
@@ -159,27 +213,57 @@ pub async fn run(
     registered: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), KubeletError> {
+    let dir = cfg
+        .plugin_socket
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    std::fs::create_dir_all(&dir).map_err(|source| KubeletError::Socket {
+        path: cfg.plugin_socket.clone(),
+        source,
+    })?;
+    let folder = FolderWatch::new(&dir);
+    let mut retry = REGISTER_RETRY;
     loop {
         registered.store(false, Ordering::SeqCst);
-        let server = RunningServer::start(&cfg, &state)?;
-        // Wait for kubelet, then register until it accepts.
+        // Kubelet wipes the folder before it serves: wait for its socket.
         let kubelet_id = loop {
             if *shutdown.borrow() {
-                server.stop().await;
                 return Ok(());
             }
             if let Some(id) = identity(&cfg.kubelet_socket) {
-                match register(&cfg).await {
-                    Ok(()) => break id,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "registration with kubelet failed; retrying")
-                    }
-                }
-                sleep_or_shutdown(REGISTER_RETRY, &mut shutdown).await;
-            } else {
-                sleep_or_shutdown(CHECK_INTERVAL, &mut shutdown).await;
+                break id;
             }
+            folder.wait(&mut shutdown).await;
         };
+        let server = RunningServer::start(&cfg, &state)?;
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(REGISTER_TIMEOUT, register(&cfg)) => Some(r),
+            Ok(_) = shutdown.wait_for(|s| *s) => None,
+        };
+        let failure = match outcome {
+            None => {
+                server.stop().await;
+                return Ok(());
+            }
+            Some(Ok(Ok(()))) => None,
+            Some(Ok(Err(err))) => Some(err.to_string()),
+            Some(Err(_)) => Some(format!(
+                "kubelet did not answer Register within {}s",
+                REGISTER_TIMEOUT.as_secs()
+            )),
+        };
+        if let Some(error) = failure {
+            // Start over with a freshly served socket: kubelet may have wiped
+            // this one, or be a stale socket with no kubelet behind it.
+            state.metrics.registration_failures.inc();
+            tracing::warn!(%error, retry_in_ms = retry.as_millis(), "registration with kubelet failed; serving again and retrying");
+            server.stop().await;
+            sleep_or_shutdown(retry, &mut shutdown).await;
+            retry = (retry * 2).min(REGISTER_RETRY_MAX);
+            continue;
+        }
+        retry = REGISTER_RETRY;
         registered.store(true, Ordering::SeqCst);
         state.metrics.registrations.inc();
         tracing::info!(
@@ -189,7 +273,7 @@ pub async fn run(
         );
         // Watch both sockets; start over when either is gone or replaced.
         loop {
-            sleep_or_shutdown(CHECK_INTERVAL, &mut shutdown).await;
+            folder.wait(&mut shutdown).await;
             if *shutdown.borrow() {
                 registered.store(false, Ordering::SeqCst);
                 server.stop().await;

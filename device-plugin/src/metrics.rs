@@ -43,6 +43,7 @@ pub struct Metrics {
     share_slots: Family<DeviceLabels, Gauge>,
     allocated_shares: Family<DeviceLabels, Gauge>,
     pub registrations: Counter,
+    pub registration_failures: Counter,
     pub allocations: Family<ResultLabels, Counter>,
     pub inventory_writes: Counter,
     pub inventory_write_errors: Counter,
@@ -63,6 +64,7 @@ impl Metrics {
             share_slots: Family::default(),
             allocated_shares: Family::default(),
             registrations: Counter::default(),
+            registration_failures: Counter::default(),
             allocations: Family::default(),
             inventory_writes: Counter::default(),
             inventory_write_errors: Counter::default(),
@@ -102,6 +104,11 @@ impl Metrics {
             "kubelet_registrations",
             "Successful registrations with kubelet",
             m.registrations.clone(),
+        );
+        r.register(
+            "kubelet_registration_failures",
+            "Registrations kubelet refused or did not answer in time (each retried on a freshly served socket)",
+            m.registration_failures.clone(),
         );
         r.register(
             "allocate_requests",

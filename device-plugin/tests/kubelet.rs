@@ -25,12 +25,23 @@ use tonic::transport::Channel;
 /// writes): generous so a loaded CI machine does not flake, but finite.
 const PATIENCE: Duration = Duration::from_secs(20);
 
+/// A kubelet stand-in that behaves as kubelet's device manager does
+/// (kubernetes `pkg/kubelet/cm/devicemanager`): on start it deletes every
+/// socket in the device-plugin folder (`CleanupPluginDirectory`, its own
+/// stale `kubelet.sock` included) and only then serves `kubelet.sock`; in
+/// `Register` it dials the plugin's socket back and asks for its options,
+/// failing the registration when it cannot; a graceful stop unlinks
+/// `kubelet.sock` (Go's listener does on close), a crash leaves it behind.
 struct Kubelet {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    socket: PathBuf,
 }
 
-struct Registrar(mpsc::UnboundedSender<pb::RegisterRequest>);
+struct Registrar {
+    dir: PathBuf,
+    registered: mpsc::UnboundedSender<pb::RegisterRequest>,
+}
 
 #[tonic::async_trait]
 impl pb::registration_server::Registration for Registrar {
@@ -38,30 +49,78 @@ impl pb::registration_server::Registration for Registrar {
         &self,
         request: tonic::Request<pb::RegisterRequest>,
     ) -> Result<tonic::Response<pb::Empty>, tonic::Status> {
-        let _ = self.0.send(request.into_inner());
+        let request = request.into_inner();
+        if request.version != "v1beta1" {
+            return Err(tonic::Status::invalid_argument("unsupported version"));
+        }
+        // Kubelet connects to the plugin inside Register.
+        let endpoint = self.dir.join(&request.endpoint);
+        let dial = async {
+            let channel = uds_channel(&endpoint).await.map_err(|e| e.to_string())?;
+            DevicePluginClient::new(channel)
+                .get_device_plugin_options(pb::Empty {})
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), dial).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(tonic::Status::unknown(format!(
+                    "failed to dial device plugin: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(tonic::Status::unknown(
+                    "failed to dial device plugin: timeout",
+                ));
+            }
+        }
+        let _ = self.registered.send(request);
         Ok(tonic::Response::new(pb::Empty {}))
     }
 }
 
 fn start_kubelet(socket: &Path, tx: mpsc::UnboundedSender<pb::RegisterRequest>) -> Kubelet {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = socket.parent().unwrap().to_path_buf();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_socket() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
     let listener = UnixListener::bind(socket).unwrap();
     let (stop, mut stop_rx) = watch::channel(false);
+    let registrar = Registrar {
+        dir,
+        registered: tx,
+    };
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(pb::registration_server::RegistrationServer::new(Registrar(
-                tx,
-            )))
+            .add_service(pb::registration_server::RegistrationServer::new(registrar))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
             })
             .await
             .unwrap();
     });
-    Kubelet { stop, task }
+    Kubelet {
+        stop,
+        task,
+        socket: socket.to_path_buf(),
+    }
 }
 
 impl Kubelet {
+    /// A graceful stop: the socket goes with the server.
     async fn stop(self) {
+        let socket = self.socket.clone();
+        self.crash().await;
+        let _ = std::fs::remove_file(socket);
+    }
+
+    /// A crash: the server is gone, its socket file stays behind.
+    async fn crash(self) {
         self.stop.send(true).unwrap();
         tokio::time::timeout(PATIENCE, self.task)
             .await
@@ -336,7 +395,6 @@ async fn shared_gpus_register_list_allocate_flip_health_and_survive_kubelet_rest
     // Kubelet restarts: its socket goes away and so does the plugin's
     // (kubelet clears its folder); a new kubelet comes up on the same path.
     kubelet.stop().await;
-    std::fs::remove_file(dir.join("kubelet.sock")).unwrap();
     let _ = std::fs::remove_file(dir.join("hami-nvidia.sock"));
     // The old stream ends once the plugin notices.
     let ended = tokio::time::timeout(PATIENCE, async {
@@ -481,4 +539,62 @@ fn nvml_backend_lists_gpus_or_explains_the_fake_backend() {
             assert!(msg.contains("--backend fake --fake-devices"), "{msg}");
         }
     }
+}
+
+/// Three kubelet restarts in a row after a short (0.5 s) and three after a
+/// long (3 s) downtime, graceful and crashed ones alternating: each new
+/// kubelet wipes the folder before serving, and the plugin must serve again
+/// after that and be registered (kubelet having dialed it back) within 2 s
+/// of the new `kubelet.sock`; Allocate works after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_again_after_kubelet_restarts_that_wipe_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::write(dir.join("gpus.yaml"), gpus_yaml("Healthy")).unwrap();
+    let (reg_tx, mut reg_rx) = mpsc::unbounded_channel();
+    let mut kubelet = start_kubelet(&dir.join("kubelet.sock"), reg_tx.clone());
+    let plugin = start_plugin(dir, &["--device-split-count", "2"]);
+    next_registration(&mut reg_rx).await;
+    for downtime in [Duration::from_millis(500), Duration::from_secs(3)] {
+        for round in 0..3 {
+            if round % 2 == 0 {
+                kubelet.stop().await;
+            } else {
+                kubelet.crash().await;
+            }
+            tokio::time::sleep(downtime).await;
+            let started = tokio::time::Instant::now();
+            kubelet = start_kubelet(&dir.join("kubelet.sock"), reg_tx.clone());
+            let reg = tokio::time::timeout(Duration::from_secs(2), reg_rx.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("not registered within 2 s of the new kubelet.sock ({downtime:?} downtime, round {round})")
+                })
+                .unwrap();
+            println!(
+                "downtime {downtime:?} round {round}: registered {} ms after the new kubelet.sock",
+                started.elapsed().as_millis()
+            );
+            let mut dp = client(dir, &reg.endpoint).await;
+            let mut stream = dp.list_and_watch(pb::Empty {}).await.unwrap().into_inner();
+            let devices = stream.message().await.unwrap().unwrap().devices;
+            assert_eq!(devices.len(), 4, "2 GPUs x 2 slots");
+            let allocated = dp
+                .allocate(pb::AllocateRequest {
+                    container_requests: vec![pb::ContainerAllocateRequest {
+                        devices_ids: vec![devices[0].id.clone()],
+                    }],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(allocated.container_responses.len(), 1);
+            assert!(
+                !allocated.container_responses[0].envs.is_empty(),
+                "Allocate answered without environment"
+            );
+        }
+    }
+    plugin.stop().await;
+    kubelet.stop().await;
 }
