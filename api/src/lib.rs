@@ -8,6 +8,7 @@
 //! - [`validation`]: [`validate`] for any hami object, every error with its field path
 //! - [`quantity`]: Kubernetes quantities as exact milli-units
 //! - [`crds`]: the CustomResourceDefinitions of every kind
+//! - [`yaml`]: hand-written files read strictly, errors naming the field's path
 
 pub mod binding;
 pub mod cluster;
@@ -19,6 +20,7 @@ pub mod quantity;
 pub mod quota;
 pub mod validation;
 pub mod work;
+pub mod yaml;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -82,7 +82,7 @@ fn default_ns() -> String {
 
 /// One member cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fleet {
     /// Cluster name.
     #[serde(default)]
@@ -97,7 +97,7 @@ pub struct Fleet {
 
 /// A node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetNode {
     /// Name.
     pub name: String,
@@ -126,7 +126,7 @@ pub struct FleetNode {
 
 /// A taint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetTaint {
     /// Key.
     pub key: String,
@@ -139,7 +139,7 @@ pub struct FleetTaint {
 
 /// A GPU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetGpu {
     /// UUID.
     pub id: String,
@@ -162,7 +162,7 @@ pub struct FleetGpu {
 
 /// A pod on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetPod {
     /// Name.
     pub name: String,
@@ -179,7 +179,7 @@ pub struct FleetPod {
 
 /// One pod's use of one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetGpuUse {
     /// Device UUID (a [`FleetGpu::id`] of the same node).
     pub device: String,
@@ -193,7 +193,7 @@ pub struct FleetGpuUse {
 
 /// A pod that is not bound to a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetPendingPod {
     /// Name.
     pub name: String,
@@ -212,7 +212,7 @@ pub struct FleetPendingPod {
 
 /// A workload reference (namespace is the pod's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetWorkload {
     /// Kind.
     pub kind: String,
@@ -221,9 +221,11 @@ pub struct FleetWorkload {
 }
 
 impl Fleet {
-    /// Parses YAML.
+    /// Parses YAML strictly: an unknown key, a wrong type or a missing
+    /// field is an error naming the field's path (a `hami sim` scenario
+    /// given as a fleet is refused, not read as a fleet without nodes).
     pub fn from_yaml(text: &str) -> Result<Self, FleetError> {
-        serde_saphyr::from_str(text).map_err(|e| FleetError::Yaml(e.to_string()))
+        hami_api::yaml::from_str(text).map_err(FleetError::Yaml)
     }
 
     /// Writes YAML.

@@ -328,22 +328,30 @@ pub fn fleets(n: usize, file: Option<&Path>) -> Result<Vec<Fleet>, SimClustersEr
         path: path.to_path_buf(),
         message,
     };
-    let list: Vec<Fleet> = match serde_saphyr::from_str::<Vec<Fleet>>(&text) {
-        Ok(list) => {
-            if list.len() < n {
-                return Err(SimClustersError::TooFew {
-                    path: path.to_path_buf(),
-                    found: list.len(),
-                    wanted: n,
-                });
-            }
-            list.into_iter().take(n).collect()
+    // A YAML list is one fleet per member; anything else is one fleet for
+    // every member. Either is read strictly (errors name the field's path).
+    let is_list = matches!(
+        serde_saphyr::from_str::<serde_json::Value>(&text),
+        Ok(serde_json::Value::Array(_))
+    );
+    let list: Vec<Fleet> = if is_list {
+        let list: Vec<Fleet> = hami_api::yaml::from_str(&text).map_err(parse_err)?;
+        if list.len() < n {
+            return Err(SimClustersError::TooFew {
+                path: path.to_path_buf(),
+                found: list.len(),
+                wanted: n,
+            });
         }
-        Err(list_err) => {
-            let one = Fleet::from_yaml(&text)
-                .map_err(|e| parse_err(format!("as a list: {list_err}; as one fleet: {e}")))?;
-            vec![one; n]
+        list.into_iter().take(n).collect()
+    } else {
+        let one = Fleet::from_yaml(&text).map_err(|e| parse_err(e.to_string()))?;
+        if one.nodes.is_empty() {
+            return Err(parse_err(
+                "the fleet has no nodes (is this a `hami sim` scenario? --fleet takes the estimator's fleet format, e.g. samples/fleet/gpu-members.yaml)".into(),
+            ));
         }
+        vec![one; n]
     };
     Ok(list
         .into_iter()
@@ -789,5 +797,30 @@ mod tests {
             fleets(1, Some(&dir.path().join("absent.yaml"))),
             Err(SimClustersError::Read { .. })
         ));
+    }
+
+    /// The README's quick start: the sample fleet gives every member GPUs;
+    /// the `hami sim` scenario beside it is refused, naming the key.
+    #[test]
+    fn the_sample_fleet_works_and_a_sim_scenario_is_refused() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let got = fleets(3, Some(&root.join("samples/fleet/gpu-members.yaml"))).unwrap();
+        assert!(
+            got.iter()
+                .all(|f| f.nodes.iter().any(|n| !n.gpus.is_empty()))
+        );
+        let e = fleets(3, Some(&root.join("samples/sim/gpu-fleet.yaml")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `clusters`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.yaml");
+        std::fs::write(
+            &list,
+            "- nodes:\n    - name: a\n      gpus: [{id: g, memoryMib: 1}]\n",
+        )
+        .unwrap();
+        let e = fleets(1, Some(&list)).unwrap_err().to_string();
+        assert!(e.contains("[0].nodes[0].gpus[0].memoryMib: "), "{e}");
     }
 }

@@ -31,11 +31,11 @@ use super::{Backend, BackendError, DeviceUsage, GpuDevice, publish};
 /// health flip reaches kubelet well within a second.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The file with its `devices:` key (a bare list is read as the list).
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum FakeFile {
-    Wrapped { devices: Vec<FakeGpu> },
-    Bare(Vec<FakeGpu>),
+#[serde(deny_unknown_fields)]
+struct FakeFile {
+    devices: Vec<FakeGpu>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -163,9 +163,22 @@ fn load(path: &Path) -> Result<Snapshot, BackendError> {
 
 /// Parses and validates the file's text; the error names the offending device.
 fn parse(text: &str) -> Result<Snapshot, String> {
-    let file: FakeFile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
-    let gpus = match file {
-        FakeFile::Wrapped { devices } | FakeFile::Bare(devices) => devices,
+    // Strict reading: an unknown key, a wrong type or a missing field names
+    // its path (`devices[1].memoryMiB: ...`).
+    let bare = matches!(
+        serde_saphyr::from_str::<serde_json::Value>(text),
+        Ok(serde_json::Value::Array(_))
+    );
+    let gpus = if bare {
+        hami_api::yaml::from_str::<Vec<FakeGpu>>(text).map_err(|e| {
+            if e.starts_with('[') {
+                format!("devices{e}")
+            } else {
+                e
+            }
+        })?
+    } else {
+        hami_api::yaml::from_str::<FakeFile>(text)?.devices
     };
     if gpus.is_empty() {
         return Err("the device list is empty".to_string());
@@ -259,11 +272,42 @@ mod tests {
             ),
             ("- uuid: 'GPU,a'\n  model: A\n  memoryMiB: 1\n", "reserve"),
             ("not: [valid\n", ""),
-            ("- uuid: GPU-a\n  model: A\n  memoryMib: 1\n", ""),
         ];
         for (text, needle) in cases {
             let err = parse(text).expect_err(text);
             assert!(err.contains(needle), "{text:?} -> {err}");
+        }
+    }
+
+    /// An unknown key, a wrong type or a missing field: the error starts
+    /// with the field's path, in both the wrapped and the bare form.
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                "- uuid: GPU-a\n  model: A\n  memoryMib: 1\n",
+                "devices[0].memoryMib: ",
+                "unknown field",
+            ),
+            (
+                "devices:\n  - uuid: GPU-a\n    model: A\n    memoryMiB: lots\n",
+                "devices[0].memoryMiB: ",
+                "invalid",
+            ),
+            (
+                "devices:\n  - {uuid: GPU-a, model: A, memoryMiB: 1}\n  - {uuid: GPU-b, memoryMiB: 1}\n",
+                "devices[1]: ",
+                "missing field `model`",
+            ),
+            ("gpus: []\n", "", "unknown field `gpus`"),
+        ];
+        for (text, path, what) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(
+                err.starts_with(path) && err.contains(what),
+                "{text:?} -> {err}"
+            );
+            assert!(!err.contains("untagged"), "{err}");
         }
     }
 }
