@@ -6,15 +6,21 @@
 //!   scale-up only adds and a scale-down only removes. May exceed estimates.
 //! - Dynamic weight (available replicas) and Aggregated keep the current
 //!   assignment: a scale-up divides only the new replicas by what each
-//!   cluster can still hold, a scale-down shrinks in proportion to the
-//!   current counts, and a fresh schedule divides everything by capacity
-//!   (free plus what the binding already holds there).
+//!   cluster can still hold, and a fresh schedule divides everything by
+//!   capacity (free plus what the binding already holds there). A dynamic
+//!   weight scale-down shrinks every cluster in proportion to its current
+//!   count.
 //! - Aggregated uses the fewest clusters: ranked by capacity (clusters
 //!   already holding replicas first on a scale-up), the shortest prefix that
-//!   can hold the replicas, divided by capacity within it.
+//!   can hold the replicas, divided by capacity within it. A scale-down
+//!   consolidates as Karmada's `dynamicScaleDown` does: the clusters ranked
+//!   by current count, largest first, the shortest prefix whose current
+//!   counts cover the new total keeps replicas (divided in proportion to
+//!   those counts, none above its current count) and the rest are emptied.
 //!
-//! Ties between equal shares go by [`crate::apportion::tie_key`] of the binding and the
-//! cluster, never by position.
+//! Ties between equal shares, and between equal current counts in the
+//! aggregated scale-down rank, go by [`crate::apportion::tie_key`] of the
+//! binding and the cluster, never by position.
 
 use crate::apportion::{Share, TieScope, apportion_shares};
 use crate::outcome::{Mode, Problem};
@@ -213,7 +219,29 @@ pub fn aggregated(
             });
             slots.iter().zip(add).map(|(s, a)| s.current + a).collect()
         }
-        Mode::ScaleDown => webster(scope, replicas, slots, |_, s| (s.current, s.current)),
+        Mode::ScaleDown => {
+            // Karmada (pkg/scheduler/core/division_algorithm.go,
+            // dynamicScaleDown then dynamicDivideReplicas): the current
+            // assignment sorted by count, largest first, cut to the shortest
+            // prefix that covers the new total, divided by the counts within
+            // it. Equal counts rank by tie key, not by list order.
+            let ties = TieScope::new(scope);
+            let keys: Vec<u64> = slots.iter().map(|s| ties.key(s.name)).collect();
+            order.sort_by(|&a, &b| {
+                slots[b]
+                    .current
+                    .cmp(&slots[a].current)
+                    .then_with(|| keys[a].cmp(&keys[b]))
+                    .then_with(|| slots[a].name.cmp(slots[b].name))
+            });
+            // Always found: the counts add up to more than `replicas`.
+            let mask = prefix(slots, &order, replicas, |s| s.current)
+                .ok_or_else(|| short(replicas, base))?;
+            webster(scope, replicas, slots, |k, s| {
+                let c = if mask[k] { s.current } else { 0 };
+                (c, c)
+            })
+        }
         Mode::Steady => slots.iter().map(|s| s.current).collect(),
     };
     Ok(Division {
@@ -388,16 +416,124 @@ mod tests {
                 Ok((vec![3, 5], Mode::ScaleUp)),
             ),
             (
+                // One cluster covers 4: the scale-down consolidates (it used
+                // to shrink both to 2/2); of the equal counts, "a" has the
+                // smaller tie key in "ns/w".
                 "scale down",
                 vec![("a", 4, 0), ("b", 4, 0)],
                 4,
-                Ok((vec![2, 2], Mode::ScaleDown)),
+                Ok((vec![4, 0], Mode::ScaleDown)),
             ),
         ];
         for (name, spec, replicas, want) in cases {
             let got =
                 aggregated("ns/w", &slots(&spec), replicas, false).map(|d| (d.replicas, d.mode));
             assert_eq!(got, want, "{name}");
+        }
+    }
+
+    /// Aggregated scale-down, as Karmada's dynamicScaleDown computes it
+    /// (pkg/scheduler/core/division_algorithm.go): the current counts,
+    /// largest first; the shortest prefix covering the new total; the total
+    /// divided by the counts within it; the rest emptied. The first two
+    /// cases are Karmada's own vectors (pkg/scheduler/core/assignment_test.go,
+    /// Test_dynamicScale, "replica 12 -> 6, aggregated 1:1:1" and
+    /// "replica 12 -> 8, aggregated 100:100").
+    #[test]
+    fn aggregated_scale_down_consolidates() {
+        type Case<'a> = (&'a str, Vec<(&'a str, i64, i64)>, i64, Vec<i64>);
+        let six_three_one = vec![("a", 6, 0), ("b", 3, 0), ("c", 1, 0)];
+        let cases: Vec<Case> = vec![
+            (
+                "karmada: 12 -> 6",
+                vec![("member1", 4, 1), ("member2", 8, 1), ("member3", 0, 1)],
+                6,
+                vec![0, 6, 0],
+            ),
+            (
+                "karmada: 12 -> 8",
+                vec![("member1", 4, 96), ("member2", 8, 92)],
+                8,
+                vec![0, 8],
+            ),
+            // a covers 6 alone.
+            ("6:3:1 -> 6", six_three_one.clone(), 6, vec![6, 0, 0]),
+            ("6:3:1 -> 2", six_three_one.clone(), 2, vec![2, 0, 0]),
+            ("6:3:1 -> 1", six_three_one.clone(), 1, vec![1, 0, 0]),
+            // a and b cover 7; 7 by 6:3 is 4.67/2.33. Karmada: floors 4/2,
+            // the remainder to the larger weight, 5/2.
+            ("6:3:1 -> 7", six_three_one.clone(), 7, vec![5, 2, 0]),
+            ("6:3:1 -> 9", six_three_one.clone(), 9, vec![6, 3, 0]),
+            // a and b tie at 4 and both are needed; 5 by 4:4 leaves one
+            // replica to the smaller tie key ("a" in "ns/w").
+            (
+                "4:4:2 -> 5",
+                vec![("a", 4, 0), ("b", 4, 0), ("c", 2, 0)],
+                5,
+                vec![3, 2, 0],
+            ),
+            // b and c tie at 4 and one is enough: c has the smaller tie key
+            // in "ns/w" (by name it would be b).
+            (
+                "1:4:4 -> 3, tie by key not name",
+                vec![("a", 1, 0), ("b", 4, 0), ("c", 4, 0)],
+                3,
+                vec![0, 0, 3],
+            ),
+            // Clusters holding nothing stay empty, whatever they could hold.
+            ("0:5 -> 2", vec![("a", 0, 50), ("b", 5, 0)], 2, vec![0, 2]),
+        ];
+        for (name, spec, replicas, want) in cases {
+            let d = aggregated("ns/w", &slots(&spec), replicas, false).unwrap();
+            assert_eq!((&d.replicas, d.mode), (&want, Mode::ScaleDown), "{name}");
+            // The same clusters listed in reverse give the same division.
+            let mut rev = spec.clone();
+            rev.reverse();
+            let mut back = aggregated("ns/w", &slots(&rev), replicas, false)
+                .unwrap()
+                .replicas;
+            back.reverse();
+            assert_eq!(back, want, "{name}, reversed");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any aggregated scale-down: the total is right, no cluster grows,
+        /// and no more clusters keep replicas than the fewest whose current
+        /// counts cover the total.
+        #[test]
+        fn aggregated_scale_down_never_grows_and_keeps_the_fewest(
+            currents in proptest::collection::vec(0i64..20, 1..8),
+            pick in 0u64..u64::MAX,
+        ) {
+            let sum: i64 = currents.iter().sum();
+            proptest::prop_assume!(sum >= 2);
+            let replicas = 1 + i64::try_from(pick % u64::try_from(sum - 1).unwrap()).unwrap();
+            let names: Vec<String> = (0..currents.len()).map(|i| format!("c{i}")).collect();
+            let spec: Vec<(&str, i64, i64)> = names
+                .iter()
+                .zip(&currents)
+                .map(|(n, &c)| (n.as_str(), c, 5))
+                .collect();
+            let d = aggregated("ns/w", &slots(&spec), replicas, false).unwrap();
+            proptest::prop_assert_eq!(d.mode, Mode::ScaleDown);
+            proptest::prop_assert_eq!(d.replicas.iter().sum::<i64>(), replicas);
+            for (r, c) in d.replicas.iter().zip(&currents) {
+                proptest::prop_assert!(*r <= *c);
+            }
+            let mut sorted = currents.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            let fewest = sorted
+                .iter()
+                .scan(0i64, |acc, &c| {
+                    *acc += c;
+                    Some(*acc)
+                })
+                .position(|covered| covered >= replicas)
+                .unwrap()
+                + 1;
+            let kept = d.replicas.iter().filter(|&&r| r > 0).count();
+            proptest::prop_assert!(kept <= fewest, "{:?} kept {} > {}", d.replicas, kept, fewest);
         }
     }
 

@@ -19,7 +19,8 @@ use crate::view::{BindingView, ClusterView};
 
 /// The division strategy a placement asks for. Divided with the Weighted
 /// preference uses the dynamic weight when set, else the static weights
-/// (an empty list weighs every cluster 1). No strategy means Duplicated.
+/// (an empty list, or one whose rules match none of the candidates, weighs
+/// every candidate 1). No strategy means Duplicated.
 pub fn strategy_of(placement: &Placement) -> Strategy {
     let Some(rs) = &placement.replica_scheduling else {
         return Strategy::Duplicated;
@@ -45,48 +46,74 @@ pub fn strategy_of(placement: &Placement) -> Strategy {
     }
 }
 
-/// A cluster's static weight: the largest weight of the rules matching it;
-/// 0 when none matches; 1 for every cluster when the list is empty.
+/// A cluster's static weight on its own: the largest weight of the rules
+/// matching it; 0 when none matches; 1 for every cluster when the list is
+/// empty. [`schedule()`] also weighs every candidate 1 when no rule matches
+/// any of them, which one cluster alone cannot tell.
 pub fn static_weight_of(rules: &[StaticClusterWeight], cluster: &ClusterView) -> u64 {
     let clusters = std::slice::from_ref(cluster);
     let prepared = PreparedClusters::new(clusters);
-    StaticWeights::new(rules, &prepared).of(&prepared, 0)
+    StaticWeights::new(rules, &prepared)
+        .positive(&prepared, 0)
+        .unwrap_or(0)
 }
 
 /// Static weight rules read once per decision for [`static_weight_of`]:
-/// rules of weight 0 or less are dropped (they cannot raise the maximum
-/// above the 0 of no match) and the rest are ordered by weight, largest
-/// first, so the first rule that matches a cluster gives its weight.
+/// rules of weight 0 or less cannot raise the maximum above 0, so they are
+/// kept apart (they still count as a match), and the rest are ordered by
+/// weight, largest first, so the first rule that matches a cluster gives
+/// its weight.
 struct StaticWeights<'a> {
     /// The list is empty: every cluster weighs 1.
     uniform: bool,
     rules: Vec<(affinity::Resolved<'a>, u64)>,
+    /// Rules of weight 0 or less: a cluster they match weighs 0 but is
+    /// matched, which keeps the no-match fallback (see [`attempt`]) away.
+    zero: Vec<affinity::Resolved<'a>>,
 }
 
 impl<'a> StaticWeights<'a> {
     fn new(rules: &'a [StaticClusterWeight], clusters: &PreparedClusters<'_>) -> Self {
-        let mut kept: Vec<(affinity::Resolved<'a>, u64)> = rules
-            .iter()
-            .filter_map(|r| {
-                let w = u64::try_from(r.weight).ok().filter(|&w| w > 0)?;
-                Some((affinity::Resolved::new(&r.target_cluster, clusters), w))
-            })
-            .collect();
+        let mut kept: Vec<(affinity::Resolved<'a>, u64)> = Vec::with_capacity(rules.len());
+        let mut zero = Vec::new();
+        for r in rules {
+            let target = affinity::Resolved::new(&r.target_cluster, clusters);
+            match u64::try_from(r.weight).ok().filter(|&w| w > 0) {
+                Some(w) => kept.push((target, w)),
+                None => zero.push(target),
+            }
+        }
         kept.sort_by_key(|&(_, w)| std::cmp::Reverse(w));
         StaticWeights {
             uniform: rules.is_empty(),
             rules: kept,
+            zero,
         }
     }
 
-    fn of(&self, clusters: &PreparedClusters<'_>, c: usize) -> u64 {
+    /// No rules at all.
+    fn none() -> Self {
+        StaticWeights {
+            uniform: true,
+            rules: Vec::new(),
+            zero: Vec::new(),
+        }
+    }
+
+    /// The weight of cluster `c` when a rule of positive weight matches it.
+    fn positive(&self, clusters: &PreparedClusters<'_>, c: usize) -> Option<u64> {
         if self.uniform {
-            return 1;
+            return Some(1);
         }
         self.rules
             .iter()
             .find(|(target, _)| target.matches(clusters, c))
-            .map_or(0, |&(_, w)| w)
+            .map(|&(_, w)| w)
+    }
+
+    /// Whether a rule of weight 0 or less matches cluster `c`.
+    fn zero_matches(&self, clusters: &PreparedClusters<'_>, c: usize) -> bool {
+        self.zero.iter().any(|target| target.matches(clusters, c))
     }
 }
 
@@ -138,10 +165,7 @@ pub fn schedule_prepared(
                 clusters,
             )
         } else {
-            StaticWeights {
-                uniform: true,
-                rules: Vec::new(),
-            }
+            StaticWeights::none()
         },
     };
     let mut attempts = Vec::new();
@@ -195,10 +219,39 @@ fn attempt(ctx: &Context<'_, '_>, aff: Option<&ClusterAffinity>) -> Result<Decis
     let aff = aff.map(|a| affinity::Resolved::new(a, prepared));
     let passed = filter::run_prepared(binding, prepared, &ctx.facts, aff.as_ref(), &mut rejected);
 
+    // Static weights of the clusters that passed. When no rule matches any
+    // of them, every one weighs 1, as Karmada's getStaticWeightInfoList
+    // does when the weights add up to 0 (its weights are at least 1, so
+    // that is exactly when nothing matches). A rule of weight 0 that
+    // matches keeps its cluster at 0.
+    let static_weights: Vec<u64> = if strategy == Strategy::StaticWeight {
+        let mut matched = false;
+        let mut w: Vec<u64> = passed
+            .iter()
+            .map(|p| match ctx.weights.positive(prepared, p.index) {
+                Some(w) => {
+                    matched = true;
+                    w
+                }
+                None => {
+                    // Zero rules matter only until something has matched.
+                    matched = matched || ctx.weights.zero_matches(prepared, p.index);
+                    0
+                }
+            })
+            .collect();
+        if !matched {
+            w.fill(1);
+        }
+        w
+    } else {
+        Vec::new()
+    };
+
     // Capacity and strategy-specific eligibility.
     let mut items: Vec<Item> = Vec::with_capacity(passed.len());
     let mut extra: Vec<(i64, u64, bool)> = Vec::with_capacity(passed.len()); // (available, weight, unreachable)
-    for p in &passed {
+    for (k, p) in passed.iter().enumerate() {
         let cap = ctx
             .demand
             .capacity(prepared, p.index, available.get(p.index).copied().flatten());
@@ -224,7 +277,7 @@ fn attempt(ctx: &Context<'_, '_>, aff: Option<&ClusterAffinity>) -> Result<Decis
                 }
             }
             Strategy::StaticWeight => {
-                weight = ctx.weights.of(prepared, p.index);
+                weight = static_weights.get(k).copied().unwrap_or(0);
                 if weight == 0 {
                     rejected.push((p.index, Reason::ZeroStaticWeight));
                 }

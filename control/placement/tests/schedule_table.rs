@@ -117,11 +117,50 @@ fn static_weights_with_a_zero_weight_and_over_estimate() {
             available: 3
         }]
     );
-    // Only zero weights: unschedulable, and it says so per cluster.
+    // Only zero weights: unschedulable, and it says so per cluster. The rule
+    // of weight 0 matches a, so the no-match fallback to equal weights does
+    // not apply (Karmada requires weights of at least 1 and has no such case).
     let b = BindingView::new("default/web", 6, static_weights(&[("a", 0)]));
     let e = schedule(&b, &fleet(&["a", "b"]), &[Some(10), Some(10)]).unwrap_err();
     assert_eq!(e.reasons_for("a"), &[Reason::ZeroStaticWeight]);
     assert_eq!(e.reasons_for("b"), &[Reason::ZeroStaticWeight]);
+}
+
+/// Karmada's getStaticWeightInfoList (pkg/scheduler/core/division_algorithm.go):
+/// when the candidates' weights add up to 0, i.e. no rule matches any of
+/// them, every candidate weighs 1.
+#[test]
+fn static_weights_matching_no_candidate_divide_equally() {
+    let clusters = fleet(&["a", "b", "c"]);
+    let avail = [Some(10), Some(10), Some(10)];
+    let b = BindingView::new("default/web", 6, static_weights(&[("x", 3)]));
+    let d = schedule(&b, &clusters, &avail).unwrap();
+    assert_eq!(got(&d), vec![("a", 2), ("b", 2), ("c", 2)]);
+    assert_eq!(d.strategy, Strategy::StaticWeight);
+    // The remainder goes by tie key: b has the smallest in "default/web".
+    let b = BindingView::new("default/web", 7, static_weights(&[("x", 3), ("y", 1)]));
+    let d = schedule(&b, &clusters, &avail).unwrap();
+    assert_eq!(got(&d), vec![("a", 2), ("b", 3), ("c", 2)]);
+
+    // Some rule matches a candidate: the others keep weight 0, as before.
+    let b = BindingView::new("default/web", 6, static_weights(&[("a", 2), ("x", 5)]));
+    let d = schedule(&b, &clusters, &avail).unwrap();
+    assert_eq!(got(&d), vec![("a", 6)]);
+    let b = BindingView::new("default/web", 6, static_weights(&[("a", 1), ("b", 2)]));
+    let d = schedule(&b, &clusters, &avail).unwrap();
+    assert_eq!(got(&d), vec![("a", 2), ("b", 4)]);
+
+    // The candidates are those of the affinity term being tried: the rule
+    // names c, which the first term leaves out, so a and b weigh 1 each.
+    let mut p = static_weights(&[("c", 1)]);
+    p.cluster_affinities = vec![ClusterAffinityTerm {
+        affinity_name: "primary".into(),
+        affinity: names(&["a", "b"]),
+    }];
+    let b = BindingView::new("default/web", 4, p);
+    let d = schedule(&b, &clusters, &avail).unwrap();
+    assert_eq!(d.affinity_name.as_deref(), Some("primary"));
+    assert_eq!(got(&d), vec![("a", 2), ("b", 2)]);
 }
 
 #[test]
@@ -198,6 +237,30 @@ fn aggregated_picks_the_fewest_clusters() {
     let b = BindingView::new("default/web", 4, aggregated());
     let d = schedule(&b, &fleet(&["a", "b", "c"]), &[Some(5), Some(8), Some(7)]).unwrap();
     assert_eq!(got(&d), vec![("b", 4)]);
+}
+
+/// Karmada's Test_dynamicScale (pkg/scheduler/core/assignment_test.go),
+/// "replica 12 -> 6, aggregated 1:1:1" and "replica 12 -> 8, aggregated
+/// 100:100": the scale-down keeps the larger cluster and empties the other.
+#[test]
+fn aggregated_scale_down_keeps_the_fewest_clusters() {
+    let mut b = BindingView::new("default/web", 6, aggregated());
+    b.current = targets(&[("member1", 4), ("member2", 8)]);
+    let members = fleet(&["member1", "member2", "member3"]);
+    let d = schedule(&b, &members, &[Some(1), Some(1), Some(1)]).unwrap();
+    assert_eq!(got(&d), vec![("member2", 6)]);
+    assert_eq!(d.mode, Mode::ScaleDown);
+
+    b.replicas = 8;
+    let d = schedule(&b, &members[..2], &[Some(100), Some(100)]).unwrap();
+    assert_eq!(got(&d), vec![("member2", 8)]);
+
+    // 6/3/1 to 7: a and b cover it, in proportion 6:3; c is emptied.
+    b.replicas = 7;
+    b.current = targets(&[("a", 6), ("b", 3), ("c", 1)]);
+    let d = schedule(&b, &fleet(&["a", "b", "c"]), &[Some(0), Some(0), Some(0)]).unwrap();
+    assert_eq!(got(&d), vec![("a", 5), ("b", 2)]);
+    assert_eq!(d.mode, Mode::ScaleDown);
 }
 
 #[test]
