@@ -86,8 +86,8 @@ pub enum SimClustersError {
         #[source]
         source: std::io::Error,
     },
-    /// The fleet file is neither a fleet nor a list of fleets.
-    #[error("fleet file {path}: neither a fleet nor a list of fleets: {message}")]
+    /// The fleet file is not a valid fleet (or list of fleets).
+    #[error("fleet file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     /// A list of fleets shorter than the number of members.
     #[error(
