@@ -414,3 +414,112 @@ fn kubectl_imperative_verbs_over_protobuf() {
     assert!(success, "{err}");
     assert!(!err.contains(" 415 ") && !err.contains(" 406 "), "{err}");
 }
+
+/// The commonly propagated built-in kinds, `--dry-run=server` and field
+/// validation as kubectl 1.32 uses them: `create cronjob` and `create
+/// priorityclass` (protobuf bodies), `apply --dry-run=server` runs every
+/// check and stores nothing, and an unknown field is refused under kubectl's
+/// default `--validate=strict` (kubectl sends `fieldValidation=Strict`) and
+/// stored without the field, with a warning, under `--validate=warn`.
+#[test]
+fn kubectl_new_kinds_dry_run_and_field_validation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hami = Hami::start(&tmp.path().join("data"), "127.0.0.1:0");
+    let yaml = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "yaml"]);
+        serde_saphyr::from_str(&ok(&hami, &a)).unwrap()
+    };
+
+    ok(
+        &hami,
+        &[
+            "create",
+            "cronjob",
+            "nightly",
+            "--image=busybox",
+            "--schedule=0 3 * * *",
+            "--",
+            "date",
+        ],
+    );
+    let cj = yaml(&["get", "cronjob", "nightly"]);
+    assert_eq!(cj["spec"]["schedule"], "0 3 * * *");
+    let c = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (c["image"].as_str(), &c["command"]),
+        (Some("busybox"), &serde_json::json!(["date"]))
+    );
+    let out = ok(&hami, &["get", "cj"]);
+    assert!(
+        out.contains("nightly") && out.contains("0 3 * * *"),
+        "{out}"
+    );
+
+    ok(
+        &hami,
+        &[
+            "create",
+            "priorityclass",
+            "gpu-high",
+            "--value=1000",
+            "--description=training jobs",
+        ],
+    );
+    let pc = yaml(&["get", "priorityclass", "gpu-high"]);
+    assert_eq!(
+        (pc["value"].as_i64(), pc["description"].as_str()),
+        (Some(1000), Some("training jobs"))
+    );
+
+    // --dry-run=server: the answer of a real create, nothing stored.
+    let file = tmp.path().join("cm.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\ndata:\n  k: v\n",
+    )
+    .unwrap();
+    let out = ok(
+        &hami,
+        &["apply", "--dry-run=server", "-f", file.to_str().unwrap()],
+    );
+    assert!(out.contains("created (server dry run)"), "{out}");
+    let (found, _, err) = kubectl(&hami, &["get", "configmap", "dry"]);
+    assert!(
+        !found && err.contains("NotFound"),
+        "dry run stored the object: {err}"
+    );
+    // A dry-run create that would fail fails the same way.
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: bad\nspec:\n  replicas: -1\n  selector: {matchLabels: {app: bad}}\n  template:\n    metadata: {labels: {app: bad}}\n    spec: {containers: [{name: c, image: x}]}\n").unwrap();
+    let (success, _, err) = kubectl(
+        &hami,
+        &["apply", "--dry-run=server", "-f", bad.to_str().unwrap()],
+    );
+    assert!(!success && err.contains("spec.replicas"), "{err}");
+
+    // An unknown field: refused by default (Strict), stored without it (Warn).
+    let unknown = tmp.path().join("unknown.yaml");
+    std::fs::write(
+        &unknown,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: strict\ndata:\n  k: v\ncolour: red\n",
+    )
+    .unwrap();
+    let (success, _, err) = kubectl(&hami, &["apply", "-f", unknown.to_str().unwrap()]);
+    assert!(!success, "an unknown field was accepted under Strict");
+    assert!(err.contains(r#"unknown field "colour""#), "{err}");
+    let (found, _, _) = kubectl(&hami, &["get", "configmap", "strict"]);
+    assert!(!found, "refused object was stored");
+    let (success, _, err) = kubectl(
+        &hami,
+        &["apply", "--validate=warn", "-f", unknown.to_str().unwrap()],
+    );
+    assert!(success, "{err}");
+    assert!(
+        err.contains("Warning") && err.contains(r#"unknown field "colour""#),
+        "{err}"
+    );
+    let stored = yaml(&["get", "configmap", "strict"]);
+    assert_eq!(stored["data"]["k"], "v");
+    assert!(stored.get("colour").is_none(), "{stored:?}");
+}

@@ -1434,3 +1434,116 @@ async fn protobuf_bodies_answers_lists_and_watches() {
         ("MODIFIED", &json!(3))
     );
 }
+
+/// `dryRun=All` on create, update, patch and delete: the answer a real write
+/// gives (its errors too), nothing stored; other values are refused.
+#[tokio::test]
+async fn dry_run_writes_answer_and_keep_nothing() {
+    let s = start().await;
+    let path = format!("{DEPLOYS}/web");
+    let (code, created) = s
+        .post(&format!("{DEPLOYS}?dryRun=All"), &deployment("web", 2))
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created["metadata"]["uid"].is_string());
+    assert_eq!(s.get(&path).await.0, 404);
+
+    let (code, _) = s.post(DEPLOYS, &deployment("web", 2)).await;
+    assert_eq!(code, 201);
+    let (_, stored) = s.get(&path).await;
+    let revision = s.store.current_revision();
+    // A dry-run create of an existing name fails as a real one would.
+    let (code, body) = s
+        .post(&format!("{DEPLOYS}?dryRun=All"), &deployment("web", 2))
+        .await;
+    assert_eq!(code, 409, "{body}");
+    let mut changed = stored.clone();
+    changed["spec"]["replicas"] = json!(5);
+    let (code, updated) = s.put(&format!("{path}?dryRun=All"), &changed).await;
+    assert_eq!(
+        (code, &updated["spec"]["replicas"]),
+        (200, &json!(5)),
+        "{updated}"
+    );
+    let (code, patched) = s
+        .patch(
+            &format!("{path}?dryRun=All"),
+            "application/merge-patch+json",
+            r#"{"spec":{"replicas":-1}}"#,
+        )
+        .await;
+    assert_eq!(code, 422, "validation runs: {patched}");
+    let (code, _) = s
+        .call(
+            Method::DELETE,
+            &format!("{path}?dryRun=All"),
+            "",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(s.store.current_revision(), revision, "nothing written");
+    assert_eq!(s.get(&path).await.1, stored);
+    let (code, body) = s
+        .post(&format!("{DEPLOYS}?dryRun=Some"), &deployment("x", 1))
+        .await;
+    assert_eq!(code, 400, "{body}");
+}
+
+/// `fieldValidation`: unknown fields of a built-in kind are never stored;
+/// Strict refuses them naming each, Warn answers a Warning header per field,
+/// Ignore says nothing; a bad value is refused.
+#[tokio::test]
+async fn field_validation_strict_warn_ignore() {
+    let s = start().await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let body = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "colour": "red"},
+               "data": {"k": "v"}, "extra": 1})
+    };
+    let (code, status) = s
+        .post(&format!("{cms}?fieldValidation=Strict"), &body("a"))
+        .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        r#"ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "extra", unknown field "metadata.colour""#
+    );
+    assert_eq!(s.get(&format!("{cms}/a")).await.0, 404);
+
+    let req = |mode: &str, name: &str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!("{cms}?fieldValidation={mode}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body(name).to_string().into_bytes()))
+            .unwrap()
+    };
+    let resp = s.client.send(req("Warn", "b")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let warnings: Vec<&str> = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            r#"299 - "unknown field \"extra\"""#,
+            r#"299 - "unknown field \"metadata.colour\"""#
+        ]
+    );
+    let resp = s.client.send(req("Ignore", "c")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert!(resp.headers().get("warning").is_none());
+    for name in ["b", "c"] {
+        let (_, stored) = s.get(&format!("{cms}/{name}")).await;
+        assert!(stored.get("extra").is_none() && stored["metadata"].get("colour").is_none());
+        assert_eq!(stored["data"]["k"], "v");
+    }
+    let (code, _) = s
+        .post(&format!("{cms}?fieldValidation=strict"), &body("d"))
+        .await;
+    assert_eq!(code, 400);
+}

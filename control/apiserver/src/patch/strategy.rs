@@ -33,6 +33,7 @@ pub enum Builtin {
     DaemonSet,
     ReplicaSet,
     Job,
+    CronJob,
 }
 
 impl Builtin {
@@ -53,6 +54,7 @@ impl Builtin {
             ("apps/v1", "DaemonSet") => Builtin::DaemonSet,
             ("apps/v1", "ReplicaSet") => Builtin::ReplicaSet,
             ("batch/v1", "Job") => Builtin::Job,
+            ("batch/v1", "CronJob") => Builtin::CronJob,
             _ => return None,
         };
         Some(b)
@@ -67,6 +69,7 @@ impl Builtin {
             | Builtin::DaemonSet
             | Builtin::ReplicaSet
             | Builtin::Job => Some(&["spec", "template", "spec"]),
+            Builtin::CronJob => Some(&["spec", "jobTemplate", "spec", "template", "spec"]),
             _ => None,
         }
     }

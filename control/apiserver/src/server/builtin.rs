@@ -1,7 +1,10 @@
 //! The built-in Kubernetes kinds hami serves, with Kubernetes' short names and
 //! categories, and OpenAPI v3 schemas generated from k8s-openapi's types.
 
-use k8s_openapi::api::{apps, batch, coordination, core, rbac};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, discovery, networking, policy, rbac, scheduling,
+    storage,
+};
 use k8s_openapi::schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::Value;
 
@@ -42,9 +45,18 @@ fn column(name: &str, type_: &str, json_path: &str) -> PrinterColumn {
 }
 
 fn build(spec: Spec, schema: Option<Value>, printer_columns: Vec<PrinterColumn>) -> ResourceKind {
+    build_version(spec, "v1", schema, printer_columns)
+}
+
+fn build_version(
+    spec: Spec,
+    version: &str,
+    schema: Option<Value>,
+    printer_columns: Vec<PrinterColumn>,
+) -> ResourceKind {
     ResourceKind {
         group: spec.group.to_owned(),
-        version: "v1".to_owned(),
+        version: version.to_owned(),
         kind: spec.kind.to_owned(),
         list_kind: format!("{}List", spec.kind),
         plural: spec.plural.to_owned(),
@@ -284,6 +296,182 @@ pub fn kinds() -> Vec<ResourceKind> {
             },
             openapi_schema::<coordination::v1::Lease>(),
             vec![column("Holder", "string", ".spec.holderIdentity")],
+        ),
+        build(
+            Spec {
+                group: "batch",
+                kind: "CronJob",
+                plural: "cronjobs",
+                short_names: &["cj"],
+                all: true,
+                namespaced: true,
+                status: true,
+            },
+            openapi_schema::<batch::v1::CronJob>(),
+            vec![
+                column("Schedule", "string", ".spec.schedule"),
+                column("Suspend", "boolean", ".spec.suspend"),
+                column("Last Schedule", "date", ".status.lastScheduleTime"),
+            ],
+        ),
+        build(
+            Spec {
+                group: "",
+                kind: "PersistentVolumeClaim",
+                plural: "persistentvolumeclaims",
+                short_names: &["pvc"],
+                all: false,
+                namespaced: true,
+                status: true,
+            },
+            openapi_schema::<core::v1::PersistentVolumeClaim>(),
+            vec![
+                column("Status", "string", ".status.phase"),
+                column("Volume", "string", ".spec.volumeName"),
+                column("StorageClass", "string", ".spec.storageClassName"),
+            ],
+        ),
+        build(
+            Spec {
+                group: "",
+                kind: "Endpoints",
+                plural: "endpoints",
+                short_names: &["ep"],
+                all: false,
+                namespaced: true,
+                status: false,
+            },
+            openapi_schema::<core::v1::Endpoints>(),
+            Vec::new(),
+        ),
+        build(
+            Spec {
+                group: "",
+                kind: "LimitRange",
+                plural: "limitranges",
+                short_names: &["limits"],
+                all: false,
+                namespaced: true,
+                status: false,
+            },
+            openapi_schema::<core::v1::LimitRange>(),
+            Vec::new(),
+        ),
+        build(
+            Spec {
+                group: "networking.k8s.io",
+                kind: "Ingress",
+                plural: "ingresses",
+                short_names: &["ing"],
+                all: false,
+                namespaced: true,
+                status: true,
+            },
+            openapi_schema::<networking::v1::Ingress>(),
+            vec![column("Class", "string", ".spec.ingressClassName")],
+        ),
+        build(
+            Spec {
+                group: "networking.k8s.io",
+                kind: "IngressClass",
+                plural: "ingressclasses",
+                short_names: &[],
+                all: false,
+                namespaced: false,
+                status: false,
+            },
+            openapi_schema::<networking::v1::IngressClass>(),
+            vec![column("Controller", "string", ".spec.controller")],
+        ),
+        build(
+            Spec {
+                group: "networking.k8s.io",
+                kind: "NetworkPolicy",
+                plural: "networkpolicies",
+                short_names: &["netpol"],
+                all: false,
+                namespaced: true,
+                status: false,
+            },
+            openapi_schema::<networking::v1::NetworkPolicy>(),
+            Vec::new(),
+        ),
+        build(
+            Spec {
+                group: "discovery.k8s.io",
+                kind: "EndpointSlice",
+                plural: "endpointslices",
+                short_names: &[],
+                all: false,
+                namespaced: true,
+                status: false,
+            },
+            openapi_schema::<discovery::v1::EndpointSlice>(),
+            vec![column("AddressType", "string", ".addressType")],
+        ),
+        build_version(
+            Spec {
+                group: "autoscaling",
+                kind: "HorizontalPodAutoscaler",
+                plural: "horizontalpodautoscalers",
+                short_names: &["hpa"],
+                all: true,
+                namespaced: true,
+                status: true,
+            },
+            "v2",
+            openapi_schema::<autoscaling::v2::HorizontalPodAutoscaler>(),
+            vec![
+                column("Reference", "string", ".spec.scaleTargetRef.name"),
+                column("MinPods", "integer", ".spec.minReplicas"),
+                column("MaxPods", "integer", ".spec.maxReplicas"),
+                column("Replicas", "integer", ".status.currentReplicas"),
+            ],
+        ),
+        build(
+            Spec {
+                group: "policy",
+                kind: "PodDisruptionBudget",
+                plural: "poddisruptionbudgets",
+                short_names: &["pdb"],
+                all: false,
+                namespaced: true,
+                status: true,
+            },
+            openapi_schema::<policy::v1::PodDisruptionBudget>(),
+            vec![
+                column("Min Available", "string", ".spec.minAvailable"),
+                column("Max Unavailable", "string", ".spec.maxUnavailable"),
+            ],
+        ),
+        build(
+            Spec {
+                group: "scheduling.k8s.io",
+                kind: "PriorityClass",
+                plural: "priorityclasses",
+                short_names: &["pc"],
+                all: false,
+                namespaced: false,
+                status: false,
+            },
+            openapi_schema::<scheduling::v1::PriorityClass>(),
+            vec![
+                column("Value", "integer", ".value"),
+                column("Global-Default", "boolean", ".globalDefault"),
+            ],
+        ),
+        build(
+            Spec {
+                group: "storage.k8s.io",
+                kind: "StorageClass",
+                plural: "storageclasses",
+                short_names: &["sc"],
+                all: false,
+                namespaced: false,
+                status: false,
+            },
+            openapi_schema::<storage::v1::StorageClass>(),
+            vec![column("Provisioner", "string", ".provisioner")],
         ),
         // RBAC objects are stored and served (Helm charts carry them); the
         // server does not authorize requests by them yet.

@@ -249,15 +249,14 @@ async fn route(
         Ok(q) => q,
         Err(e) => return ("other", resource, Err(e)),
     };
-    if query.dry_run {
-        return (
-            "other",
-            resource,
-            Err(ApiError::bad_request(
-                "dryRun is not supported by this server",
-            )),
-        );
-    }
+    // dryRun=All: the same handlers over a store that keeps nothing.
+    let dry_state;
+    let state = if query.dry_run && method != Method::GET {
+        dry_state = Arc::new(state.dry_run());
+        &dry_state
+    } else {
+        state
+    };
     let ctx = Ctx {
         repr: request::representation(&headers),
         path,

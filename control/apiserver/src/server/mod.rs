@@ -8,6 +8,8 @@ pub mod builtin;
 pub mod deletion;
 mod discovery;
 mod dispatch;
+mod dryrun;
+pub mod fields;
 pub mod hami_kinds;
 pub mod keys;
 pub mod meta;

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::State;
 use super::dispatch::{Ctx, json_response};
+use super::fields;
 use super::meta;
 use super::objects::{self, MAX_RETRIES, StoreOrApi, UpdateScope};
 use super::registry::ResourceKind;
@@ -179,6 +180,7 @@ pub async fn patch(state: Arc<State>, ctx: &Ctx, bytes: Bytes) -> Result<Respons
             current.as_ref().map(|c| &c.object),
             ctx,
         )?;
+        let warnings = fields::check(&kind, ctx.query.field_validation, &mut patched)?;
         let Some(current) = current else {
             // Server-side apply of a missing object creates it.
             if meta::meta_str(&patched, "name").is_some_and(|n| n != name) {
@@ -188,7 +190,12 @@ pub async fn patch(state: Arc<State>, ctx: &Ctx, bytes: Bytes) -> Result<Respons
             }
             meta::metadata_mut(&mut patched).insert("name".into(), Value::String(name.clone()));
             match objects::create(&state, &kind, ns, patched, None).await {
-                Ok(created) => return Ok(json_response(StatusCode::CREATED, &created)),
+                Ok(created) => {
+                    return Ok(fields::with_warnings(
+                        json_response(StatusCode::CREATED, &created),
+                        &warnings,
+                    ));
+                }
                 Err(ApiError::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(e),
             }
@@ -216,7 +223,12 @@ pub async fn patch(state: Arc<State>, ctx: &Ctx, bytes: Bytes) -> Result<Respons
             },
         )?;
         match objects::commit_update(&state, &kind, ns, &name, &current, prepared).await {
-            Ok(object) => return Ok(json_response(StatusCode::OK, &object)),
+            Ok(object) => {
+                return Ok(fields::with_warnings(
+                    json_response(StatusCode::OK, &object),
+                    &warnings,
+                ));
+            }
             Err(StoreOrApi::Store(StoreError::Conflict { .. })) if !pinned => continue,
             Err(e) => return Err(e.into_api(&kind, &name)),
         }

@@ -393,6 +393,12 @@ mod tests {
         );
         assert!(!r.lookup("", "v1", "namespaces").unwrap().namespaced);
         assert!(r.by_gvk("batch/v1", "Job").is_some());
+        assert!(r.by_gvk("autoscaling/v2", "HorizontalPodAutoscaler").is_some());
+        assert!(
+            r.lookup("batch", "v1", "cronjobs")
+                .unwrap()
+                .status_subresource
+        );
         let groups: Vec<String> = r.groups().into_iter().map(|g| g.name).collect();
         assert_eq!(
             groups,
@@ -400,6 +406,12 @@ mod tests {
                 "apps",
                 "batch",
                 "coordination.k8s.io",
+                "networking.k8s.io",
+                "discovery.k8s.io",
+                "autoscaling",
+                "policy",
+                "scheduling.k8s.io",
+                "storage.k8s.io",
                 "rbac.authorization.k8s.io"
             ]
         );

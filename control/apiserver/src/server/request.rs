@@ -122,6 +122,8 @@ pub struct Query {
     pub field_manager: Option<String>,
     pub force: bool,
     pub dry_run: bool,
+    /// What to do with fields the kind's schema does not have.
+    pub field_validation: FieldValidation,
     pub include_object: Option<String>,
 }
 
@@ -152,7 +154,28 @@ impl Query {
                 }
                 "fieldManager" => q.field_manager = Some(value.clone()),
                 "force" => q.force = truthy(value),
-                "dryRun" => q.dry_run = !value.is_empty(),
+                // kube-apiserver accepts only "All" (and repeats of it).
+                "dryRun" => match value.as_str() {
+                    "All" => q.dry_run = true,
+                    "" => {}
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "unsupported dry run value: {other:?}; supported values: \"All\""
+                        )));
+                    }
+                },
+                "fieldValidation" => {
+                    q.field_validation = match value.as_str() {
+                        "Strict" => FieldValidation::Strict,
+                        "Warn" | "" => FieldValidation::Warn,
+                        "Ignore" => FieldValidation::Ignore,
+                        other => {
+                            return Err(ApiError::bad_request(format!(
+                                "invalid fieldValidation value: {other:?}; supported values: \"Ignore\", \"Warn\", \"Strict\""
+                            )));
+                        }
+                    }
+                }
                 "includeObject" => q.include_object = Some(value.clone()),
                 _ => {}
             }
@@ -243,6 +266,17 @@ pub fn decode_value(body: &[u8], media_type: &str) -> Result<Value, ApiError> {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
     }
+}
+
+/// `fieldValidation`: unknown fields (and duplicates) in a write's body are
+/// refused (`Strict`, kubectl's default), answered with a warning (`Warn`,
+/// the server's default, as kube-apiserver's) or dropped silently (`Ignore`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    Strict,
+    #[default]
+    Warn,
+    Ignore,
 }
 
 /// How a response body is encoded, from `Accept`.

@@ -40,6 +40,11 @@ pub fn builtin(group: &str, kind: &str, object: &Value) -> Vec<Cause> {
         ("apps", "StatefulSet") => stateful_set(&mut errs, spec),
         ("apps", "DaemonSet") => daemon_set(&mut errs, spec),
         ("batch", "Job") => job(&mut errs, spec),
+        ("batch", "CronJob") => pod_spec(
+            &mut errs,
+            spec.and_then(|s| s.pointer("/jobTemplate/spec/template/spec")),
+            "spec.jobTemplate.spec.template.spec",
+        ),
         _ => {}
     }
     errs.0

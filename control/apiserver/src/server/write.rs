@@ -10,15 +10,20 @@ use serde_json::{Value, json};
 use super::State;
 use super::deletion::{self, DeleteOptions};
 use super::dispatch::{Ctx, json_response};
+use super::fields;
 use super::objects::{self, UpdateScope};
 use super::read;
 use super::request;
 use super::status::ApiError;
 
-pub async fn create(state: Arc<State>, ctx: &Ctx, object: Value) -> Result<Response, ApiError> {
+pub async fn create(state: Arc<State>, ctx: &Ctx, mut object: Value) -> Result<Response, ApiError> {
+    let warnings = fields::check(&ctx.path.kind, ctx.query.field_validation, &mut object)?;
     let manager = ctx.manager();
     let created = objects::create(&state, &ctx.path.kind, ctx.ns(), object, Some(&manager)).await?;
-    Ok(json_response(StatusCode::CREATED, &created))
+    Ok(fields::with_warnings(
+        json_response(StatusCode::CREATED, &created),
+        &warnings,
+    ))
 }
 
 fn scope(ctx: &Ctx) -> UpdateScope {
@@ -29,7 +34,8 @@ fn scope(ctx: &Ctx) -> UpdateScope {
     }
 }
 
-pub async fn update(state: Arc<State>, ctx: &Ctx, object: Value) -> Result<Response, ApiError> {
+pub async fn update(state: Arc<State>, ctx: &Ctx, mut object: Value) -> Result<Response, ApiError> {
+    let warnings = fields::check(&ctx.path.kind, ctx.query.field_validation, &mut object)?;
     let name = ctx.path.name.as_deref().unwrap_or_default();
     let manager = ctx.manager();
     let updated = objects::update(
@@ -42,7 +48,10 @@ pub async fn update(state: Arc<State>, ctx: &Ctx, object: Value) -> Result<Respo
         Some(&manager),
     )
     .await?;
-    Ok(json_response(StatusCode::OK, &updated))
+    Ok(fields::with_warnings(
+        json_response(StatusCode::OK, &updated),
+        &warnings,
+    ))
 }
 
 /// The optional DeleteOptions body (empty, JSON or YAML).

@@ -197,6 +197,156 @@ pub static MESSAGES: &[(&str, &[F])] = &[
         F(1, "replicas", One, I32),
         F(2, "selector", One, Str),
     ]),
+    ("io.k8s.api.autoscaling.v2.ContainerResourceMetricSource", &[
+        F(1, "name", One, Str),
+        F(2, "target", One, Msg("io.k8s.api.autoscaling.v2.MetricTarget")),
+        F(3, "container", One, Str),
+    ]),
+    ("io.k8s.api.autoscaling.v2.ContainerResourceMetricStatus", &[
+        F(1, "name", One, Str),
+        F(2, "current", One, Msg("io.k8s.api.autoscaling.v2.MetricValueStatus")),
+        F(3, "container", One, Str),
+    ]),
+    ("io.k8s.api.autoscaling.v2.CrossVersionObjectReference", &[
+        F(1, "kind", One, Str),
+        F(2, "name", One, Str),
+        F(3, "apiVersion", One, Str),
+    ]),
+    ("io.k8s.api.autoscaling.v2.ExternalMetricSource", &[
+        F(1, "metric", One, Msg("io.k8s.api.autoscaling.v2.MetricIdentifier")),
+        F(2, "target", One, Msg("io.k8s.api.autoscaling.v2.MetricTarget")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.ExternalMetricStatus", &[
+        F(1, "metric", One, Msg("io.k8s.api.autoscaling.v2.MetricIdentifier")),
+        F(2, "current", One, Msg("io.k8s.api.autoscaling.v2.MetricValueStatus")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "spec", One, Msg("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec")),
+        F(3, "status", One, Msg("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerBehavior", &[
+        F(1, "scaleUp", One, Msg("io.k8s.api.autoscaling.v2.HpaScalingRules")),
+        F(2, "scaleDown", One, Msg("io.k8s.api.autoscaling.v2.HpaScalingRules")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerCondition", &[
+        F(1, "type", One, Str),
+        F(2, "status", One, Str),
+        F(3, "lastTransitionTime", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.Time")),
+        F(4, "reason", One, Str),
+        F(5, "message", One, Str),
+    ]),
+    ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec", &[
+        F(1, "scaleTargetRef", One, Msg("io.k8s.api.autoscaling.v2.CrossVersionObjectReference")),
+        F(2, "minReplicas", One, I32),
+        F(3, "maxReplicas", One, I32),
+        F(4, "metrics", Many, Msg("io.k8s.api.autoscaling.v2.MetricSpec")),
+        F(5, "behavior", One, Msg("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerBehavior")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus", &[
+        F(1, "observedGeneration", One, I64),
+        F(2, "lastScaleTime", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.Time")),
+        F(3, "currentReplicas", One, I32),
+        F(4, "desiredReplicas", One, I32),
+        F(5, "currentMetrics", Many, Msg("io.k8s.api.autoscaling.v2.MetricStatus")),
+        F(6, "conditions", Many, Msg("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerCondition")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.HpaScalingPolicy", &[
+        F(1, "type", One, Str),
+        F(2, "value", One, I32),
+        F(3, "periodSeconds", One, I32),
+    ]),
+    ("io.k8s.api.autoscaling.v2.HpaScalingRules", &[
+        F(1, "selectPolicy", One, Str),
+        F(2, "policies", Many, Msg("io.k8s.api.autoscaling.v2.HpaScalingPolicy")),
+        F(3, "stabilizationWindowSeconds", One, I32),
+        F(4, "tolerance", One, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.MetricIdentifier", &[
+        F(1, "name", One, Str),
+        F(2, "selector", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.MetricSpec", &[
+        F(1, "type", One, Str),
+        F(2, "object", One, Msg("io.k8s.api.autoscaling.v2.ObjectMetricSource")),
+        F(3, "pods", One, Msg("io.k8s.api.autoscaling.v2.PodsMetricSource")),
+        F(4, "resource", One, Msg("io.k8s.api.autoscaling.v2.ResourceMetricSource")),
+        F(5, "external", One, Msg("io.k8s.api.autoscaling.v2.ExternalMetricSource")),
+        F(7, "containerResource", One, Msg("io.k8s.api.autoscaling.v2.ContainerResourceMetricSource")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.MetricStatus", &[
+        F(1, "type", One, Str),
+        F(2, "object", One, Msg("io.k8s.api.autoscaling.v2.ObjectMetricStatus")),
+        F(3, "pods", One, Msg("io.k8s.api.autoscaling.v2.PodsMetricStatus")),
+        F(4, "resource", One, Msg("io.k8s.api.autoscaling.v2.ResourceMetricStatus")),
+        F(5, "external", One, Msg("io.k8s.api.autoscaling.v2.ExternalMetricStatus")),
+        F(7, "containerResource", One, Msg("io.k8s.api.autoscaling.v2.ContainerResourceMetricStatus")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.MetricTarget", &[
+        F(1, "type", One, Str),
+        F(2, "value", One, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+        F(3, "averageValue", One, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+        F(4, "averageUtilization", One, I32),
+    ]),
+    ("io.k8s.api.autoscaling.v2.MetricValueStatus", &[
+        F(1, "value", One, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+        F(2, "averageValue", One, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+        F(3, "averageUtilization", One, I32),
+    ]),
+    ("io.k8s.api.autoscaling.v2.ObjectMetricSource", &[
+        F(1, "describedObject", One, Msg("io.k8s.api.autoscaling.v2.CrossVersionObjectReference")),
+        F(2, "target", One, Msg("io.k8s.api.autoscaling.v2.MetricTarget")),
+        F(3, "metric", One, Msg("io.k8s.api.autoscaling.v2.MetricIdentifier")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.ObjectMetricStatus", &[
+        F(1, "metric", One, Msg("io.k8s.api.autoscaling.v2.MetricIdentifier")),
+        F(2, "current", One, Msg("io.k8s.api.autoscaling.v2.MetricValueStatus")),
+        F(3, "describedObject", One, Msg("io.k8s.api.autoscaling.v2.CrossVersionObjectReference")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.PodsMetricSource", &[
+        F(1, "metric", One, Msg("io.k8s.api.autoscaling.v2.MetricIdentifier")),
+        F(2, "target", One, Msg("io.k8s.api.autoscaling.v2.MetricTarget")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.PodsMetricStatus", &[
+        F(1, "metric", One, Msg("io.k8s.api.autoscaling.v2.MetricIdentifier")),
+        F(2, "current", One, Msg("io.k8s.api.autoscaling.v2.MetricValueStatus")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.ResourceMetricSource", &[
+        F(1, "name", One, Str),
+        F(2, "target", One, Msg("io.k8s.api.autoscaling.v2.MetricTarget")),
+    ]),
+    ("io.k8s.api.autoscaling.v2.ResourceMetricStatus", &[
+        F(1, "name", One, Str),
+        F(2, "current", One, Msg("io.k8s.api.autoscaling.v2.MetricValueStatus")),
+    ]),
+    ("io.k8s.api.batch.v1.CronJob", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "spec", One, Msg("io.k8s.api.batch.v1.CronJobSpec")),
+        F(3, "status", One, Msg("io.k8s.api.batch.v1.CronJobStatus")),
+    ]),
+    ("io.k8s.api.batch.v1.CronJobList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.batch.v1.CronJob")),
+    ]),
+    ("io.k8s.api.batch.v1.CronJobSpec", &[
+        F(1, "schedule", One, Str),
+        F(2, "startingDeadlineSeconds", One, I64),
+        F(3, "concurrencyPolicy", One, Str),
+        F(4, "suspend", One, Bool),
+        F(5, "jobTemplate", One, Msg("io.k8s.api.batch.v1.JobTemplateSpec")),
+        F(6, "successfulJobsHistoryLimit", One, I32),
+        F(7, "failedJobsHistoryLimit", One, I32),
+        F(8, "timeZone", One, Str),
+    ]),
+    ("io.k8s.api.batch.v1.CronJobStatus", &[
+        F(1, "active", Many, Msg("io.k8s.api.core.v1.ObjectReference")),
+        F(4, "lastScheduleTime", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.Time")),
+        F(5, "lastSuccessfulTime", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.Time")),
+    ]),
     ("io.k8s.api.batch.v1.Job", &[
         F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
         F(2, "spec", One, Msg("io.k8s.api.batch.v1.JobSpec")),
@@ -244,6 +394,10 @@ pub static MESSAGES: &[(&str, &[F])] = &[
         F(9, "ready", One, I32),
         F(10, "failedIndexes", One, Str),
         F(11, "terminating", One, I32),
+    ]),
+    ("io.k8s.api.batch.v1.JobTemplateSpec", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "spec", One, Msg("io.k8s.api.batch.v1.JobSpec")),
     ]),
     ("io.k8s.api.batch.v1.PodFailurePolicy", &[
         F(1, "rules", Many, Msg("io.k8s.api.batch.v1.PodFailurePolicyRule")),
@@ -496,6 +650,31 @@ pub static MESSAGES: &[(&str, &[F])] = &[
         F(1, "medium", One, Str),
         F(2, "sizeLimit", One, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
     ]),
+    ("io.k8s.api.core.v1.EndpointAddress", &[
+        F(1, "ip", One, Str),
+        F(2, "targetRef", One, Msg("io.k8s.api.core.v1.ObjectReference")),
+        F(3, "hostname", One, Str),
+        F(4, "nodeName", One, Str),
+    ]),
+    ("io.k8s.api.core.v1.EndpointPort", &[
+        F(1, "name", One, Str),
+        F(2, "port", One, I32),
+        F(3, "protocol", One, Str),
+        F(4, "appProtocol", One, Str),
+    ]),
+    ("io.k8s.api.core.v1.EndpointSubset", &[
+        F(1, "addresses", Many, Msg("io.k8s.api.core.v1.EndpointAddress")),
+        F(2, "notReadyAddresses", Many, Msg("io.k8s.api.core.v1.EndpointAddress")),
+        F(3, "ports", Many, Msg("io.k8s.api.core.v1.EndpointPort")),
+    ]),
+    ("io.k8s.api.core.v1.Endpoints", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "subsets", Many, Msg("io.k8s.api.core.v1.EndpointSubset")),
+    ]),
+    ("io.k8s.api.core.v1.EndpointsList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.core.v1.Endpoints")),
+    ]),
     ("io.k8s.api.core.v1.EnvFromSource", &[
         F(1, "prefix", One, Str),
         F(2, "configMapRef", One, Msg("io.k8s.api.core.v1.ConfigMapEnvSource")),
@@ -669,6 +848,25 @@ pub static MESSAGES: &[(&str, &[F])] = &[
         F(2, "httpGet", One, Msg("io.k8s.api.core.v1.HttpGetAction")),
         F(3, "tcpSocket", One, Msg("io.k8s.api.core.v1.TcpSocketAction")),
         F(4, "sleep", One, Msg("io.k8s.api.core.v1.SleepAction")),
+    ]),
+    ("io.k8s.api.core.v1.LimitRange", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "spec", One, Msg("io.k8s.api.core.v1.LimitRangeSpec")),
+    ]),
+    ("io.k8s.api.core.v1.LimitRangeItem", &[
+        F(1, "type", One, Str),
+        F(2, "max", Map, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+        F(3, "min", Map, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+        F(4, "default", Map, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+        F(5, "defaultRequest", Map, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+        F(6, "maxLimitRequestRatio", Map, Msg("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+    ]),
+    ("io.k8s.api.core.v1.LimitRangeList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.core.v1.LimitRange")),
+    ]),
+    ("io.k8s.api.core.v1.LimitRangeSpec", &[
+        F(1, "limits", Many, Msg("io.k8s.api.core.v1.LimitRangeItem")),
     ]),
     ("io.k8s.api.core.v1.LinuxContainerUser", &[
         F(1, "uid", One, I64),
@@ -844,6 +1042,10 @@ pub static MESSAGES: &[(&str, &[F])] = &[
         F(4, "lastTransitionTime", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.Time")),
         F(5, "reason", One, Str),
         F(6, "message", One, Str),
+    ]),
+    ("io.k8s.api.core.v1.PersistentVolumeClaimList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.core.v1.PersistentVolumeClaim")),
     ]),
     ("io.k8s.api.core.v1.PersistentVolumeClaimSpec", &[
         F(1, "accessModes", Many, Str),
@@ -1280,6 +1482,13 @@ pub static MESSAGES: &[(&str, &[F])] = &[
         F(4, "effect", One, Str),
         F(5, "tolerationSeconds", One, I64),
     ]),
+    ("io.k8s.api.core.v1.TopologySelectorLabelRequirement", &[
+        F(1, "key", One, Str),
+        F(2, "values", Many, Str),
+    ]),
+    ("io.k8s.api.core.v1.TopologySelectorTerm", &[
+        F(1, "matchLabelExpressions", Many, Msg("io.k8s.api.core.v1.TopologySelectorLabelRequirement")),
+    ]),
     ("io.k8s.api.core.v1.TopologySpreadConstraint", &[
         F(1, "maxSkew", One, I32),
         F(2, "topologyKey", One, Str),
@@ -1383,6 +1592,188 @@ pub static MESSAGES: &[(&str, &[F])] = &[
         F(3, "runAsUserName", One, Str),
         F(4, "hostProcess", One, Bool),
     ]),
+    ("io.k8s.api.discovery.v1.Endpoint", &[
+        F(1, "addresses", Many, Str),
+        F(2, "conditions", One, Msg("io.k8s.api.discovery.v1.EndpointConditions")),
+        F(3, "hostname", One, Str),
+        F(4, "targetRef", One, Msg("io.k8s.api.core.v1.ObjectReference")),
+        F(5, "deprecatedTopology", Map, Str),
+        F(6, "nodeName", One, Str),
+        F(7, "zone", One, Str),
+        F(8, "hints", One, Msg("io.k8s.api.discovery.v1.EndpointHints")),
+    ]),
+    ("io.k8s.api.discovery.v1.EndpointConditions", &[
+        F(1, "ready", One, Bool),
+        F(2, "serving", One, Bool),
+        F(3, "terminating", One, Bool),
+    ]),
+    ("io.k8s.api.discovery.v1.EndpointHints", &[
+        F(1, "forZones", Many, Msg("io.k8s.api.discovery.v1.ForZone")),
+        F(2, "forNodes", Many, Msg("io.k8s.api.discovery.v1.ForNode")),
+    ]),
+    ("io.k8s.api.discovery.v1.EndpointPort", &[
+        F(1, "name", One, Str),
+        F(2, "protocol", One, Str),
+        F(3, "port", One, I32),
+        F(4, "appProtocol", One, Str),
+    ]),
+    ("io.k8s.api.discovery.v1.EndpointSlice", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "endpoints", Many, Msg("io.k8s.api.discovery.v1.Endpoint")),
+        F(3, "ports", Many, Msg("io.k8s.api.discovery.v1.EndpointPort")),
+        F(4, "addressType", One, Str),
+    ]),
+    ("io.k8s.api.discovery.v1.EndpointSliceList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.discovery.v1.EndpointSlice")),
+    ]),
+    ("io.k8s.api.discovery.v1.ForNode", &[
+        F(1, "name", One, Str),
+    ]),
+    ("io.k8s.api.discovery.v1.ForZone", &[
+        F(1, "name", One, Str),
+    ]),
+    ("io.k8s.api.networking.v1.HttpIngressPath", &[
+        F(1, "path", One, Str),
+        F(2, "backend", One, Msg("io.k8s.api.networking.v1.IngressBackend")),
+        F(3, "pathType", One, Str),
+    ]),
+    ("io.k8s.api.networking.v1.HttpIngressRuleValue", &[
+        F(1, "paths", Many, Msg("io.k8s.api.networking.v1.HttpIngressPath")),
+    ]),
+    ("io.k8s.api.networking.v1.Ingress", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "spec", One, Msg("io.k8s.api.networking.v1.IngressSpec")),
+        F(3, "status", One, Msg("io.k8s.api.networking.v1.IngressStatus")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressBackend", &[
+        F(3, "resource", One, Msg("io.k8s.api.core.v1.TypedLocalObjectReference")),
+        F(4, "service", One, Msg("io.k8s.api.networking.v1.IngressServiceBackend")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressClass", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "spec", One, Msg("io.k8s.api.networking.v1.IngressClassSpec")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressClassList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.networking.v1.IngressClass")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressClassParametersReference", &[
+        F(1, "apiGroup", One, Str),
+        F(2, "kind", One, Str),
+        F(3, "name", One, Str),
+        F(4, "scope", One, Str),
+        F(5, "namespace", One, Str),
+    ]),
+    ("io.k8s.api.networking.v1.IngressClassSpec", &[
+        F(1, "controller", One, Str),
+        F(2, "parameters", One, Msg("io.k8s.api.networking.v1.IngressClassParametersReference")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.networking.v1.Ingress")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressLoadBalancerIngress", &[
+        F(1, "ip", One, Str),
+        F(2, "hostname", One, Str),
+        F(4, "ports", Many, Msg("io.k8s.api.networking.v1.IngressPortStatus")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressLoadBalancerStatus", &[
+        F(1, "ingress", Many, Msg("io.k8s.api.networking.v1.IngressLoadBalancerIngress")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressPortStatus", &[
+        F(1, "port", One, I32),
+        F(2, "protocol", One, Str),
+        F(3, "error", One, Str),
+    ]),
+    ("io.k8s.api.networking.v1.IngressRule", &[
+        F(1, "host", One, Str),
+        F(2, "", Inline, Msg("io.k8s.api.networking.v1.IngressRuleValue")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressRuleValue", &[
+        F(1, "http", One, Msg("io.k8s.api.networking.v1.HttpIngressRuleValue")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressServiceBackend", &[
+        F(1, "name", One, Str),
+        F(2, "port", One, Msg("io.k8s.api.networking.v1.ServiceBackendPort")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressSpec", &[
+        F(1, "defaultBackend", One, Msg("io.k8s.api.networking.v1.IngressBackend")),
+        F(2, "tls", Many, Msg("io.k8s.api.networking.v1.IngressTls")),
+        F(3, "rules", Many, Msg("io.k8s.api.networking.v1.IngressRule")),
+        F(4, "ingressClassName", One, Str),
+    ]),
+    ("io.k8s.api.networking.v1.IngressStatus", &[
+        F(1, "loadBalancer", One, Msg("io.k8s.api.networking.v1.IngressLoadBalancerStatus")),
+    ]),
+    ("io.k8s.api.networking.v1.IngressTls", &[
+        F(1, "hosts", Many, Str),
+        F(2, "secretName", One, Str),
+    ]),
+    ("io.k8s.api.networking.v1.IpBlock", &[
+        F(1, "cidr", One, Str),
+        F(2, "except", Many, Str),
+    ]),
+    ("io.k8s.api.networking.v1.NetworkPolicy", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "spec", One, Msg("io.k8s.api.networking.v1.NetworkPolicySpec")),
+    ]),
+    ("io.k8s.api.networking.v1.NetworkPolicyEgressRule", &[
+        F(1, "ports", Many, Msg("io.k8s.api.networking.v1.NetworkPolicyPort")),
+        F(2, "to", Many, Msg("io.k8s.api.networking.v1.NetworkPolicyPeer")),
+    ]),
+    ("io.k8s.api.networking.v1.NetworkPolicyIngressRule", &[
+        F(1, "ports", Many, Msg("io.k8s.api.networking.v1.NetworkPolicyPort")),
+        F(2, "from", Many, Msg("io.k8s.api.networking.v1.NetworkPolicyPeer")),
+    ]),
+    ("io.k8s.api.networking.v1.NetworkPolicyList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.networking.v1.NetworkPolicy")),
+    ]),
+    ("io.k8s.api.networking.v1.NetworkPolicyPeer", &[
+        F(1, "podSelector", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")),
+        F(2, "namespaceSelector", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")),
+        F(3, "ipBlock", One, Msg("io.k8s.api.networking.v1.IpBlock")),
+    ]),
+    ("io.k8s.api.networking.v1.NetworkPolicyPort", &[
+        F(1, "protocol", One, Str),
+        F(2, "port", One, Msg("io.k8s.apimachinery.pkg.util.intstr.IntOrString")),
+        F(3, "endPort", One, I32),
+    ]),
+    ("io.k8s.api.networking.v1.NetworkPolicySpec", &[
+        F(1, "podSelector", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")),
+        F(2, "ingress", Many, Msg("io.k8s.api.networking.v1.NetworkPolicyIngressRule")),
+        F(3, "egress", Many, Msg("io.k8s.api.networking.v1.NetworkPolicyEgressRule")),
+        F(4, "policyTypes", Many, Str),
+    ]),
+    ("io.k8s.api.networking.v1.ServiceBackendPort", &[
+        F(1, "name", One, Str),
+        F(2, "number", One, I32),
+    ]),
+    ("io.k8s.api.policy.v1.PodDisruptionBudget", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "spec", One, Msg("io.k8s.api.policy.v1.PodDisruptionBudgetSpec")),
+        F(3, "status", One, Msg("io.k8s.api.policy.v1.PodDisruptionBudgetStatus")),
+    ]),
+    ("io.k8s.api.policy.v1.PodDisruptionBudgetList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.policy.v1.PodDisruptionBudget")),
+    ]),
+    ("io.k8s.api.policy.v1.PodDisruptionBudgetSpec", &[
+        F(1, "minAvailable", One, Msg("io.k8s.apimachinery.pkg.util.intstr.IntOrString")),
+        F(2, "selector", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")),
+        F(3, "maxUnavailable", One, Msg("io.k8s.apimachinery.pkg.util.intstr.IntOrString")),
+        F(4, "unhealthyPodEvictionPolicy", One, Str),
+    ]),
+    ("io.k8s.api.policy.v1.PodDisruptionBudgetStatus", &[
+        F(1, "observedGeneration", One, I64),
+        F(2, "disruptedPods", Map, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.Time")),
+        F(3, "disruptionsAllowed", One, I32),
+        F(4, "currentHealthy", One, I32),
+        F(5, "desiredHealthy", One, I32),
+        F(6, "expectedPods", One, I32),
+        F(7, "conditions", Many, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.Condition")),
+    ]),
     ("io.k8s.api.rbac.v1.AggregationRule", &[
         F(1, "clusterRoleSelectors", Many, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")),
     ]),
@@ -1438,6 +1829,31 @@ pub static MESSAGES: &[(&str, &[F])] = &[
         F(2, "apiGroup", One, Str),
         F(3, "name", One, Str),
         F(4, "namespace", One, Str),
+    ]),
+    ("io.k8s.api.scheduling.v1.PriorityClass", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "value", One, I32),
+        F(3, "globalDefault", One, Bool),
+        F(4, "description", One, Str),
+        F(5, "preemptionPolicy", One, Str),
+    ]),
+    ("io.k8s.api.scheduling.v1.PriorityClassList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.scheduling.v1.PriorityClass")),
+    ]),
+    ("io.k8s.api.storage.v1.StorageClass", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "provisioner", One, Str),
+        F(3, "parameters", Map, Str),
+        F(4, "reclaimPolicy", One, Str),
+        F(5, "mountOptions", Many, Str),
+        F(6, "allowVolumeExpansion", One, Bool),
+        F(7, "volumeBindingMode", One, Str),
+        F(8, "allowedTopologies", Many, Msg("io.k8s.api.core.v1.TopologySelectorTerm")),
+    ]),
+    ("io.k8s.api.storage.v1.StorageClassList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.storage.v1.StorageClass")),
     ]),
     ("io.k8s.apimachinery.pkg.api.resource.Quantity", &[
         F(1, "string", One, Str),
