@@ -53,6 +53,13 @@ fn ok(hami: &Hami, args: &[&str]) -> String {
     out
 }
 
+/// `kubectl ARGS -o yaml`, parsed.
+fn get_yaml(hami: &Hami, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "yaml"]);
+    serde_saphyr::from_str(&ok(hami, &a)).unwrap()
+}
+
 fn get_json(hami: &Hami, args: &[&str]) -> Value {
     let mut a = args.to_vec();
     a.extend(["-o", "json"]);
@@ -259,11 +266,7 @@ fn labels_and_annotations(obj: &Value) -> (Value, Value) {
 fn kubectl_imperative_verbs_over_protobuf() {
     let tmp = tempfile::tempdir().unwrap();
     let hami = Hami::start(&tmp.path().join("data"), "127.0.0.1:0");
-    let yaml = |args: &[&str]| -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "yaml"]);
-        serde_saphyr::from_str(&ok(&hami, &a)).unwrap()
-    };
+    let yaml = |args: &[&str]| get_yaml(&hami, args);
 
     // create deployment, with the wire checked at -v=8: protobuf both ways.
     let (success, out, err) = kubectl(
@@ -425,11 +428,7 @@ fn kubectl_imperative_verbs_over_protobuf() {
 fn kubectl_new_kinds_dry_run_and_field_validation() {
     let tmp = tempfile::tempdir().unwrap();
     let hami = Hami::start(&tmp.path().join("data"), "127.0.0.1:0");
-    let yaml = |args: &[&str]| -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "yaml"]);
-        serde_saphyr::from_str(&ok(&hami, &a)).unwrap()
-    };
+    let yaml = |args: &[&str]| get_yaml(&hami, args);
 
     ok(
         &hami,
