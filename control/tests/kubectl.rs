@@ -522,3 +522,101 @@ fn kubectl_new_kinds_dry_run_and_field_validation() {
     assert_eq!(stored["data"]["k"], "v");
     assert!(stored.get("colour").is_none(), "{stored:?}");
 }
+
+/// The kinds added for propagation reach the simulated members like any
+/// other: a CronJob by a PropagationPolicy, a PriorityClass (cluster-scoped)
+/// by a ClusterPropagationPolicy, both Duplicated to two members.
+#[test]
+fn new_built_in_kinds_propagate_to_members() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hami = Hami::start_with_args(
+        &tmp.path().join("data"),
+        "127.0.0.1:0",
+        &["--sim-clusters", "2"],
+    );
+    // Both members joined and Ready before the policies, so that the
+    // Duplicated placement sees both.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let clusters = get_json(&hami, &["get", "clusters"]);
+        let ready = clusters["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|c| {
+                        c["status"]["conditions"].as_array().is_some_and(|cs| {
+                            cs.iter()
+                                .any(|x| x["type"] == "Ready" && x["status"] == "True")
+                        })
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "members not ready: {clusters}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(
+        &hami,
+        &[
+            "create",
+            "cronjob",
+            "nightly",
+            "--image=busybox",
+            "--schedule=0 3 * * *",
+            "--",
+            "date",
+        ],
+    );
+    ok(
+        &hami,
+        &["create", "priorityclass", "gpu-high", "--value=1000"],
+    );
+    let policies = tmp.path().join("policies.yaml");
+    std::fs::write(
+        &policies,
+        "apiVersion: policy.hami.io/v1alpha1\nkind: PropagationPolicy\nmetadata: {name: cj, namespace: default}\nspec:\n  resourceSelectors: [{apiVersion: batch/v1, kind: CronJob, name: nightly}]\n  placement: {replicaScheduling: {replicaSchedulingType: Duplicated}}\n---\napiVersion: policy.hami.io/v1alpha1\nkind: ClusterPropagationPolicy\nmetadata: {name: pc}\nspec:\n  resourceSelectors: [{apiVersion: scheduling.k8s.io/v1, kind: PriorityClass, name: gpu-high}]\n  placement: {replicaScheduling: {replicaSchedulingType: Duplicated}}\n",
+    )
+    .unwrap();
+    ok(&hami, &["apply", "-f", policies.to_str().unwrap()]);
+    for member in ["member-1", "member-2"] {
+        let kubeconfig = tmp
+            .path()
+            .join("data/members")
+            .join(format!("{member}.kubeconfig"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new(kubectl_path())
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "get",
+                    "cronjob/nightly",
+                    "priorityclass/gpu-high",
+                    "-o",
+                    "name",
+                ])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            if out.status.success()
+                && text.contains("cronjob.batch/nightly")
+                && text.contains("priorityclass.scheduling.k8s.io/gpu-high")
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                let clusters =
+                    kubectl(&hami, &["get", "clusters,rb,crb,works", "-A", "-o", "wide"]).1;
+                panic!(
+                    "{member} never got both objects: {text} {}\n{clusters}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

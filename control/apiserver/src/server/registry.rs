@@ -393,7 +393,10 @@ mod tests {
         );
         assert!(!r.lookup("", "v1", "namespaces").unwrap().namespaced);
         assert!(r.by_gvk("batch/v1", "Job").is_some());
-        assert!(r.by_gvk("autoscaling/v2", "HorizontalPodAutoscaler").is_some());
+        assert!(
+            r.by_gvk("autoscaling/v2", "HorizontalPodAutoscaler")
+                .is_some()
+        );
         assert!(
             r.lookup("batch", "v1", "cronjobs")
                 .unwrap()
