@@ -53,6 +53,17 @@ fn ok(hami: &Hami, args: &[&str]) -> String {
     out
 }
 
+/// `kubectl create cronjob` as a user types it.
+const CREATE_CRONJOB: &[&str] = &[
+    "create",
+    "cronjob",
+    "nightly",
+    "--image=busybox",
+    "--schedule=0 3 * * *",
+    "--",
+    "date",
+];
+
 /// `kubectl ARGS -o yaml`, parsed.
 fn get_yaml(hami: &Hami, args: &[&str]) -> Value {
     let mut a = args.to_vec();
@@ -430,18 +441,7 @@ fn kubectl_new_kinds_dry_run_and_field_validation() {
     let hami = Hami::start(&tmp.path().join("data"), "127.0.0.1:0");
     let yaml = |args: &[&str]| get_yaml(&hami, args);
 
-    ok(
-        &hami,
-        &[
-            "create",
-            "cronjob",
-            "nightly",
-            "--image=busybox",
-            "--schedule=0 3 * * *",
-            "--",
-            "date",
-        ],
-    );
+    ok(&hami, CREATE_CRONJOB);
     let cj = yaml(&["get", "cronjob", "nightly"]);
     assert_eq!(cj["spec"]["schedule"], "0 3 * * *");
     let c = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
@@ -559,18 +559,7 @@ fn new_built_in_kinds_propagate_to_members() {
         assert!(Instant::now() < deadline, "members not ready: {clusters}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    ok(
-        &hami,
-        &[
-            "create",
-            "cronjob",
-            "nightly",
-            "--image=busybox",
-            "--schedule=0 3 * * *",
-            "--",
-            "date",
-        ],
-    );
+    ok(&hami, CREATE_CRONJOB);
     ok(
         &hami,
         &["create", "priorityclass", "gpu-high", "--value=1000"],

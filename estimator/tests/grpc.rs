@@ -3,18 +3,15 @@
 //! The estimator services over a real loopback socket: Karmada's client
 //! stubs against hami's server, single and batch calls, bad input.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod support;
 
-use hami_estimator::fleet::Fleet;
-use hami_estimator::server::{EstimatorMetrics, EstimatorService};
+use std::collections::HashMap;
+
 use hami_proto::github::com::karmada_io::karmada::pkg::estimator::pb;
 use hami_proto::github::com::karmada_io::karmada::pkg::estimator::service::estimator_client::EstimatorClient;
 use hami_proto::hami::estimator::v1 as batch;
 use hami_proto::k8s::io::api::core::v1 as corepb;
 use hami_proto::k8s::io::apimachinery::pkg::api::resource::Quantity;
-use parking_lot::Mutex;
-use prometheus_client::registry::Registry;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -43,28 +40,11 @@ pending:
 "#;
 
 async fn serve() -> Channel {
-    let fleet = Fleet::from_yaml(FLEET).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let snap = Arc::new(Mutex::new(fleet.snapshot(now).unwrap()));
-    let mut reg = Registry::default();
-    let metrics = Arc::new(EstimatorMetrics::register(&mut reg));
-    let svc = EstimatorService::new("member-1".into(), snap, metrics);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc.clone().karmada())
-            .add_service(svc.batch())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    support::serve(FLEET, now).await
 }
 
 fn q(s: &str) -> Quantity {

@@ -20,17 +20,14 @@
 //! `generated.proto`). Each answer must equal hami's native path (the
 //! `BatchEstimator` call hami's own scheduler makes).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+mod support;
 
-use hami_estimator::fleet::Fleet;
-use hami_estimator::server::{EstimatorMetrics, EstimatorService};
+use std::collections::{BTreeMap, HashMap};
+
 use hami_proto::github::com::karmada_io::karmada::pkg::estimator::pb;
 use hami_proto::hami::estimator::v1 as batch;
 use k8s_pb::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration};
 use k8s_pb::apimachinery::pkg::api::resource::Quantity;
-use parking_lot::Mutex;
-use prometheus_client::registry::Registry;
 use prost::Message;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
@@ -235,24 +232,7 @@ struct MaxSetsResponse {
 const SERVICE: &str = "/github.com.karmada_io.karmada.pkg.estimator.service.Estimator";
 
 async fn serve() -> Channel {
-    let fleet = Fleet::from_yaml(FLEET).unwrap();
-    let snap = Arc::new(Mutex::new(fleet.snapshot(0).unwrap()));
-    let mut reg = Registry::default();
-    let metrics = Arc::new(EstimatorMetrics::register(&mut reg));
-    let svc = EstimatorService::new("member-1".into(), snap, metrics);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc.clone().karmada())
-            .add_service(svc.batch())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    support::serve(FLEET, 0).await
 }
 
 /// One unary call with the given messages, as Karmada's generated client

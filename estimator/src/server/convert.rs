@@ -9,6 +9,7 @@ use hami_proto::k8s::io::apimachinery::pkg::api::resource::Quantity;
 use prost::Message;
 
 use crate::claim::{NodeClaim, Requirement, Term, Toleration};
+use crate::model::ResourceError;
 use crate::shape::{ReplicaShape, ShapeError};
 
 /// Why a request cannot be answered.
@@ -246,22 +247,24 @@ pub fn shape_at(
     };
     let mut list = list;
     list.sort_unstable();
-    for (name, q) in &list {
-        if !valid_resource_name(name) {
-            return Err(field_error(
-                format!("{path}.{field}[{name}]"),
-                "not a valid resource name",
-            ));
-        }
-        let (_, _) = crate::model::Resources::parse([(name.as_str(), q.as_str())])
-            .map_err(|e| field_error(format!("{path}.{field}[{name}]"), e))?;
+    if let Some((name, _)) = list.iter().find(|(name, _)| !valid_resource_name(name)) {
+        return Err(field_error(
+            format!("{path}.{field}[{name}]"),
+            "not a valid resource name",
+        ));
     }
     ReplicaShape::from_resource_list(
         list.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         claim,
         annotations,
     )
-    .map_err(|e| field_error(path.to_owned(), e))
+    .map_err(|e| match &e {
+        // A quantity's error names its resource: point at that entry.
+        ShapeError::Resource(
+            ResourceError::Quantity { name, .. } | ResourceError::Gpu { name, .. },
+        ) => field_error(format!("{path}.{field}[{name}]"), e),
+        _ => field_error(path.to_owned(), e),
+    })
 }
 
 /// Karmada's replica requirements (plus workload annotations) to a shape.

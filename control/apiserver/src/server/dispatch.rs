@@ -53,8 +53,43 @@ impl Ctx {
     }
 }
 
-/// A JSON response with the given code.
+tokio::task_local! {
+    /// The encoding the request being served asked for (`Accept`).
+    static ENCODING: request::Encoding;
+}
+
+/// A response with the given code, in the encoding the request asked for:
+/// Kubernetes protobuf when `Accept` puts it first and the object's kind has
+/// a message; otherwise JSON, or 406 when the client takes no JSON (as
+/// kube-apiserver answers for kinds without protobuf).
 pub fn json_response(code: StatusCode, value: &Value) -> Response {
+    let encoding = ENCODING.try_with(|e| *e).unwrap_or(request::Encoding::Json);
+    if let request::Encoding::Protobuf { json_too } = encoding {
+        match super::protobuf::encode(value) {
+            Ok(pb) => {
+                let mut response = (code, pb).into_response();
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(super::protobuf::MEDIA_TYPE),
+                );
+                return response;
+            }
+            Err(_) if json_too => {}
+            Err(e) => {
+                // The 406 Status itself goes out as JSON (never round again).
+                let refusal = ApiError::NotAcceptable {
+                    message: format!(
+                        "only the following media types are accepted: application/json, application/yaml ({e})"
+                    ),
+                };
+                return plain_json(StatusCode::NOT_ACCEPTABLE, &refusal.status());
+            }
+        }
+    }
+    plain_json(code, value)
+}
+
+fn plain_json(code: StatusCode, value: &Value) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut response = (code, body).into_response();
     response.headers_mut().insert(
@@ -112,13 +147,16 @@ async fn dispatch(
 ) -> Response {
     let started = Instant::now();
     let encoding = request::response_encoding(&headers);
-    let (verb, resource, result) = route(&state, method, &uri, headers, body).await;
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    if let request::Encoding::Protobuf { json_too } = encoding
-        && verb != "watch"
-    {
-        response = to_protobuf(response, json_too).await;
-    }
+    let (verb, resource, response) = ENCODING
+        .scope(encoding, async {
+            let (verb, resource, result) = route(&state, method, &uri, headers, body).await;
+            (
+                verb,
+                resource,
+                result.unwrap_or_else(IntoResponse::into_response),
+            )
+        })
+        .await;
     state
         .metrics
         .requests
@@ -134,50 +172,6 @@ async fn dispatch(
         .get_or_create(&VerbLabels { verb })
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-/// A JSON response re-encoded as Kubernetes protobuf, for a client that asked
-/// for it first. Kinds without a protobuf message (hami's own, custom
-/// resources, discovery documents) stay JSON where the client also takes
-/// JSON, and answer 406 where it does not, as kube-apiserver does.
-async fn to_protobuf(response: Response, json_too: bool) -> Response {
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == b"application/json");
-    if !is_json {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::Internal {
-                message: format!("reading the response: {e}"),
-            }
-            .into_response();
-        }
-    };
-    let encoded = serde_json::from_slice::<Value>(&bytes)
-        .map_err(|e| super::protobuf::ProtobufError::Invalid(e.to_string()))
-        .and_then(|v| super::protobuf::encode(&v));
-    match encoded {
-        Ok(pb) => {
-            parts.headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(super::protobuf::MEDIA_TYPE),
-            );
-            parts.headers.remove(header::CONTENT_LENGTH);
-            Response::from_parts(parts, Body::from(pb))
-        }
-        Err(_) if json_too => Response::from_parts(parts, Body::from(bytes)),
-        Err(e) => ApiError::NotAcceptable {
-            message: format!(
-                "only the following media types are accepted: application/json, application/yaml ({e})"
-            ),
-        }
-        .into_response(),
-    }
 }
 
 /// Reads the body within the size limit (413 beyond it).

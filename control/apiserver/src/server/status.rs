@@ -1,6 +1,6 @@
 //! API errors and their Kubernetes `Status` bodies.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hami_store::StoreError;
 use serde_json::{Value, json};
@@ -316,13 +316,8 @@ fn target_json(target: &Target, causes: &[Cause]) -> Value {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self.status()).unwrap_or_default();
-        let mut response = (code, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        // A Status has a protobuf message: it answers in the request's encoding.
+        super::dispatch::json_response(code, &self.status())
     }
 }
 
