@@ -61,15 +61,16 @@ impl Objects {
         &self.state.store
     }
 
-    /// The kind registry.
-    pub fn registry(&self) -> &hami_apiserver::Registry {
-        &self.state.registry
+    /// The kinds served now (CustomResourceDefinitions change them).
+    pub fn registry(&self) -> Arc<hami_apiserver::Registry> {
+        self.state.registry.load()
     }
 
     /// The served kind of `(apiVersion, kind)`.
     pub fn kind(&self, api_version: &str, kind: &str) -> Result<Arc<ResourceKind>, ObjectError> {
         self.state
             .registry
+            .load()
             .by_gvk(api_version, kind)
             .cloned()
             .ok_or_else(|| ObjectError::UnknownKind(format!("{api_version}/{kind}")))

@@ -194,6 +194,7 @@ async fn delete_object(
 async fn delete_namespace_content(state: &State, ns: &str) {
     let kinds: Vec<Arc<ResourceKind>> = state
         .registry
+        .load()
         .namespaced_storage_kinds()
         .into_iter()
         .cloned()
@@ -218,7 +219,7 @@ async fn delete_namespace_content(state: &State, ns: &str) {
 
 /// Creates `default` and `kube-system` when they do not exist yet.
 pub async fn ensure_default_namespaces(state: &State) -> Result<(), ApiError> {
-    let Some(kind) = state.registry.lookup("", "v1", "namespaces").cloned() else {
+    let Some(kind) = state.registry.load().lookup("", "v1", "namespaces").cloned() else {
         return Ok(());
     };
     for name in ["default", "kube-system"] {

@@ -105,7 +105,7 @@ fn not_found(what: &str) -> ApiError {
 
 /// Serves a discovery path.
 pub fn serve(state: &Arc<State>, path: &ApiPath) -> Result<Response, ApiError> {
-    let registry = &state.registry;
+    let registry = state.registry.load();
     let body = match path {
         ApiPath::CoreVersions => json!({
             "kind": "APIVersions",
@@ -150,6 +150,7 @@ pub fn serve(state: &Arc<State>, path: &ApiPath) -> Result<Response, ApiError> {
 fn openapi_resources(state: &State) -> Vec<OpenApiResource> {
     state
         .registry
+        .load()
         .kinds()
         .iter()
         .map(|k| {
@@ -195,12 +196,23 @@ pub fn openapi(
     if path != "/openapi" && !path.starts_with("/openapi/") {
         return None;
     }
-    let docs = state.openapi.get_or_init(|| {
-        OpenApiV3::build(&openapi_resources(state))
-            .map_err(|e| tracing::error!(error = %e, "building OpenAPI documents"))
-            .ok()
-    });
-    let Some(docs) = docs else {
+    let docs = {
+        let generation = state.registry.generation();
+        let mut cached = state.openapi.lock();
+        match &*cached {
+            Some((built_for, docs)) if *built_for == generation => docs.clone(),
+            _ => {
+                let docs = Arc::new(
+                    OpenApiV3::build(&openapi_resources(state))
+                        .map_err(|e| tracing::error!(error = %e, "building OpenAPI documents"))
+                        .ok(),
+                );
+                *cached = Some((generation, docs.clone()));
+                docs
+            }
+        }
+    };
+    let Some(docs) = docs.as_ref() else {
         return Some(Err(ApiError::internal(
             "OpenAPI documents could not be built",
         )));

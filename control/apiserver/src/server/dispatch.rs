@@ -202,7 +202,7 @@ async fn route(
     if let Some(openapi) = discovery::openapi(state, uri.path(), uri.query()) {
         return ("discovery", other(), openapi);
     }
-    let path = match request::parse_path(&state.registry, uri.path()) {
+    let path = match request::parse_path(&state.registry.load(), uri.path()) {
         Ok(Some(path)) => path,
         Ok(None) => {
             return (

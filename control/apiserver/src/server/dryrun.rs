@@ -110,7 +110,7 @@ impl State {
             metrics: self.metrics.clone(),
             metric_registry: Arc::clone(&self.metric_registry),
             shutdown: self.shutdown.clone(),
-            openapi: std::sync::OnceLock::new(),
+            openapi: parking_lot::Mutex::new(None),
             readiness: super::readiness::Readiness::default(),
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod builtin;
 pub mod deletion;
+pub mod crd;
 mod discovery;
 mod dispatch;
 mod dryrun;
@@ -40,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
 
 pub use metrics::ApiMetrics;
-pub use registry::{Registry, ResourceKind};
+pub use registry::{Kinds, Registry, ResourceKind};
 pub use status::{ApiError, Cause};
 
 /// Validates an object of (apiVersion, kind); returns every field error.
@@ -70,15 +71,17 @@ impl Default for ServerConfig {
 /// Everything a request handler needs.
 pub struct State {
     pub store: Arc<dyn Store>,
-    pub registry: Registry,
+    /// The served kinds; CustomResourceDefinitions change them at run time.
+    pub registry: Arc<registry::Kinds>,
     pub config: ServerConfig,
     pub metrics: ApiMetrics,
     /// The process' metric registry, encoded at `/metrics`.
     pub metric_registry: Arc<prometheus_client::registry::Registry>,
     /// Becomes true when the server shuts down; open watches end then.
     pub shutdown: signal::Receiver<bool>,
-    /// OpenAPI v3 documents, built from the registry on first request.
-    pub openapi: std::sync::OnceLock<Option<crate::openapi::OpenApiV3>>,
+    /// OpenAPI v3 documents, built from the registry on first request and
+    /// again after the served kinds changed (keyed by their generation).
+    pub openapi: parking_lot::Mutex<Option<(u64, Arc<Option<crate::openapi::OpenApiV3>>)>>,
     /// Checks `/readyz` runs besides "serving" (see [`readiness`]).
     pub readiness: readiness::Readiness,
 }
@@ -103,12 +106,12 @@ impl ApiServer {
         Self {
             state: Arc::new(State {
                 store,
-                registry,
+                registry: Arc::new(registry::Kinds::new(registry)),
                 config,
                 metrics,
                 metric_registry,
                 shutdown,
-                openapi: std::sync::OnceLock::new(),
+                openapi: parking_lot::Mutex::new(None),
                 readiness: readiness::Readiness::default(),
             }),
         }

@@ -104,6 +104,46 @@ pub struct GroupVersions {
     pub versions: Vec<String>,
 }
 
+/// The kinds a server serves now: a [`Registry`] that CustomResourceDefinitions
+/// replace at run time. Readers take a snapshot ([`Kinds::load`]) and use it
+/// for the whole request; a change swaps in a new registry whole and bumps
+/// the generation subscribers see.
+#[derive(Debug)]
+pub struct Kinds {
+    current: parking_lot::RwLock<Arc<Registry>>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Kinds {
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            current: parking_lot::RwLock::new(Arc::new(registry)),
+            generation: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// The registry as it is now.
+    pub fn load(&self) -> Arc<Registry> {
+        self.current.read().clone()
+    }
+
+    /// Swaps in `registry`; subscribers are told.
+    pub fn replace(&self, registry: Registry) {
+        *self.current.write() = Arc::new(registry);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Counts replacements (0 before the first).
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Changes whenever the served kinds change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
 /// Why a CRD could not be added.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegistryError {
@@ -159,6 +199,14 @@ impl Registry {
             self.add(kind)?;
         }
         Ok(())
+    }
+
+    /// The kind stored under `/registry/{store_group}/{plural}/` (the first
+    /// version registered for it: a CRD's storage version).
+    pub fn by_store_resource(&self, store_group: &str, plural: &str) -> Option<&Arc<ResourceKind>> {
+        self.kinds
+            .iter()
+            .find(|k| k.plural == plural && k.store_group() == store_group)
     }
 
     /// All kinds, in registration order.

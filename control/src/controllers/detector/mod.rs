@@ -18,7 +18,7 @@ pub mod requirements;
 #[cfg(test)]
 mod relist_tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hami_api::binding::{ObjectReference, ResourceBindingSpec};
@@ -91,8 +91,6 @@ type PolicyKey = (Option<String>, String);
 
 struct Shared {
     objects: Objects,
-    /// `(store group, plural)` of every served kind.
-    kinds: HashMap<(String, String), Arc<ResourceKind>>,
     policies: RwLock<BTreeMap<PolicyKey, Policy>>,
     queue: WorkQueue,
     metrics: DetectorMetrics,
@@ -152,9 +150,9 @@ impl Reconciler for Shared {
 }
 
 /// What a store key names.
-enum KeyKind<'a> {
+enum KeyKind {
     Policy { cluster_wide: bool },
-    Template(&'a Arc<ResourceKind>),
+    Template(Arc<ResourceKind>),
     Other,
 }
 
@@ -165,15 +163,8 @@ impl Shared {
         tracker: Tracker,
     ) -> Result<Self, ObjectError> {
         let (rb, crb) = objects.binding_kinds()?;
-        let kinds = objects
-            .registry()
-            .kinds()
-            .iter()
-            .map(|k| ((k.store_group().to_string(), k.plural.clone()), k.clone()))
-            .collect();
         Ok(Shared {
             objects,
-            kinds,
             policies: RwLock::new(BTreeMap::new()),
             queue: WorkQueue::new(),
             metrics,
@@ -183,7 +174,7 @@ impl Shared {
         })
     }
 
-    fn classify(&self, key: &str) -> KeyKind<'_> {
+    fn classify(&self, key: &str) -> KeyKind {
         let Some(rest) = key.strip_prefix("/registry/") else {
             return KeyKind::Other;
         };
@@ -203,8 +194,10 @@ impl Shared {
         if group.ends_with("hami.io") {
             return KeyKind::Other;
         }
-        match self.kinds.get(&(group.to_string(), plural.to_string())) {
-            Some(k) => KeyKind::Template(k),
+        // The kinds served now: a CustomResourceDefinition adds some while
+        // the detector runs.
+        match self.objects.registry().by_store_resource(group, plural) {
+            Some(k) => KeyKind::Template(k.clone()),
             None => KeyKind::Other,
         }
     }
@@ -247,7 +240,7 @@ impl Shared {
     fn queue_selected_by(&self, policy: &Policy) {
         let mut done = BTreeSet::new();
         for s in &policy.selectors {
-            let Some(kind) = self.objects.registry().by_gvk(&s.api_version, &s.kind) else {
+            let Some(kind) = self.objects.registry().by_gvk(&s.api_version, &s.kind).cloned() else {
                 continue;
             };
             let ns = policy
@@ -255,8 +248,8 @@ impl Shared {
                 .as_deref()
                 .or(s.namespace.as_deref().filter(|n| !n.is_empty()));
             let prefix = match (kind.namespaced, ns) {
-                (true, Some(ns)) => format!("{}{ns}/", kind_prefix(kind)),
-                _ => kind_prefix(kind),
+                (true, Some(ns)) => format!("{}{ns}/", kind_prefix(&kind)),
+                _ => kind_prefix(&kind),
             };
             if !done.insert(prefix.clone()) {
                 continue;
@@ -287,7 +280,7 @@ impl Shared {
                 *self.policies.write() = policies;
                 for kv in items {
                     if let KeyKind::Template(kind) = self.classify(&kv.key)
-                        && self.selected(kind)
+                        && self.selected(&kind)
                     {
                         self.queue.add(kv.key);
                     }
@@ -316,7 +309,7 @@ impl Shared {
                     }
                 }
                 KeyKind::Template(kind) => {
-                    if self.selected(kind) {
+                    if self.selected(&kind) {
                         self.queue.add(kv.key);
                     }
                 }
@@ -332,7 +325,7 @@ impl Shared {
                     }
                 }
                 KeyKind::Template(kind) => {
-                    if self.selected(kind) {
+                    if self.selected(&kind) {
                         self.queue.add(kv.key);
                     }
                 }

@@ -27,7 +27,7 @@ pub(crate) struct Forward {
     pub compacted: Arc<AtomicU64>,
     pub stop: watch::Receiver<bool>,
     /// The replica's cache, which must have applied an event before the
-    /// watcher gets it; waited for at most `settle` per response.
+    /// watcher gets it; a warning every `settle` while it has not.
     pub cache: Arc<Cache>,
     pub settle: Duration,
 }
@@ -83,17 +83,22 @@ async fn run(f: &Forward, tx: &mpsc::Sender<crate::Result<Event>>) -> crate::Res
             .iter()
             .filter_map(|e| f.keys.event(e))
             .collect();
-        if let Some(last) = events.last().map(Event::revision)
-            && !f
+        if let Some(last) = events.last().map(Event::revision) {
+            // However long it takes: handing the event over before the
+            // cache has it would let the watcher read an older copy (seen
+            // on a loaded 2-core machine: 2 s were not enough). `forward`
+            // ends the wait when the watcher or the store goes away.
+            while !f
                 .cache
                 .wait_until(f.settle, |_, applied| applied >= last)
                 .await
-        {
-            tracing::warn!(
-                revision = last,
-                cache_revision = f.cache.revision(),
-                "the etcd store's cache is behind its watchers; forwarding anyway"
-            );
+            {
+                tracing::warn!(
+                    revision = last,
+                    cache_revision = f.cache.revision(),
+                    "the etcd store's cache is behind its watchers; holding their events until it has them"
+                );
+            }
         }
         for event in events {
             if tx.capacity() <= 1 {

@@ -1,0 +1,2 @@
+//! Structural OpenAPI v3 schemas of CustomResourceDefinitions (placeholder;
+//! being written).
