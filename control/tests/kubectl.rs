@@ -10,7 +10,10 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Hami, kubectl, kubectl_path, repo_root};
+use support::{
+    Hami, kubectl, kubectl_json as get_json, kubectl_ok as ok, kubectl_path, repo_root,
+    wait_members_ready,
+};
 
 /// Every object in samples/, as JSON values.
 fn sample_objects() -> Vec<Value> {
@@ -44,14 +47,6 @@ fn name_ns(obj: &Value) -> (String, String) {
     )
 }
 
-fn ok(hami: &Hami, args: &[&str]) -> String {
-    let (success, out, err) = kubectl(hami, args);
-    assert!(
-        success,
-        "kubectl {args:?} failed:\nstdout: {out}\nstderr: {err}"
-    );
-    out
-}
 
 /// `kubectl create cronjob` as a user types it.
 const CREATE_CRONJOB: &[&str] = &[
@@ -71,11 +66,6 @@ fn get_yaml(hami: &Hami, args: &[&str]) -> Value {
     serde_saphyr::from_str(&ok(hami, &a)).unwrap()
 }
 
-fn get_json(hami: &Hami, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&ok(hami, &a)).unwrap()
-}
 
 #[test]
 fn kubectl_end_to_end() {
@@ -534,31 +524,7 @@ fn new_built_in_kinds_propagate_to_members() {
         "127.0.0.1:0",
         &["--sim-clusters", "2"],
     );
-    // Both members joined and Ready before the policies, so that the
-    // Duplicated placement sees both.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let clusters = get_json(&hami, &["get", "clusters"]);
-        let ready = clusters["items"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter(|c| {
-                        c["status"]["conditions"].as_array().is_some_and(|cs| {
-                            cs.iter()
-                                .any(|x| x["type"] == "Ready" && x["status"] == "True")
-                        })
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
-        if ready == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "members not ready: {clusters}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_members_ready(&hami, 2);
     ok(&hami, CREATE_CRONJOB);
     ok(
         &hami,

@@ -205,6 +205,7 @@ pub(crate) async fn run_status(
     let name = s.config.cluster_name.clone();
     let mut written: Option<ClusterStatus> = None;
     let mut enablements: Option<Vec<ApiEnablement>> = None;
+    let mut discovered_at: Option<Instant> = None;
     let mut was_reachable = false;
     let mut backoff = s.config.backoff();
     let mut delay = std::time::Duration::ZERO;
@@ -222,8 +223,16 @@ pub(crate) async fn run_status(
             (r.reachable, r.since, r.version.clone(), r.error.clone())
         };
         let reachable_now = reachable == Some(true);
-        if reachable_now && (!was_reachable || enablements.is_none()) {
-            enablements = discover(&s, &member).await;
+        // Discovery again every status interval, as Karmada's cluster status
+        // controller does: a CRD applied to the member (propagated by hami or
+        // installed by its owners) makes its kind schedulable there.
+        let stale = discovered_at.is_none_or(|t: Instant| t.elapsed() >= s.config.status_interval);
+        if reachable_now
+            && (!was_reachable || enablements.is_none() || stale)
+            && let Some(found) = discover(&s, &member).await
+        {
+            enablements = Some(found);
+            discovered_at = Some(Instant::now());
         }
         was_reachable = reachable_now;
         if written.is_none() {

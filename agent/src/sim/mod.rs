@@ -184,6 +184,8 @@ impl ApiHost {
             .ensure_default_namespaces()
             .await
             .map_err(|e| SimError::Server(e.to_string()))?;
+        // A member serves the CRDs propagated to it, as a real one does.
+        server.spawn_crd_controller(stopped.clone());
         let mut rx = stopped;
         let task = tokio::spawn(server.serve(listener, async move {
             let _ = rx.wait_for(|s| *s).await;

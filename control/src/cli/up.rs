@@ -270,6 +270,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .ensure_default_namespaces()
         .await
         .context("create the default namespaces")?;
+    // Every replica serves the API, so every replica follows the CRDs.
+    server.spawn_crd_controller(stopped.clone());
     cluster_metrics
         .spawn(
             &crate::controllers::Objects::new(server.state().clone()),

@@ -155,6 +155,71 @@ pub fn kubectl(hami: &Hami, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `kubectl ARGS` that must succeed; its stdout.
+pub fn kubectl_ok(hami: &Hami, args: &[&str]) -> String {
+    let (success, out, err) = kubectl(hami, args);
+    assert!(
+        success,
+        "kubectl {args:?} failed:\nstdout: {out}\nstderr: {err}"
+    );
+    out
+}
+
+/// `kubectl ARGS -o json`, parsed.
+pub fn kubectl_json(hami: &Hami, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl_ok(hami, &a)).unwrap()
+}
+
+/// `kubectl ARGS` against a simulated member (`--sim-clusters`) of `hami`.
+pub fn member_kubectl(hami: &Hami, member: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(
+            hami.data_dir
+                .join("members")
+                .join(format!("{member}.kubeconfig")),
+        )
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits until `n` Clusters are Ready (`hami up --sim-clusters n`), so that
+/// a Duplicated placement made next sees them all.
+pub fn wait_members_ready(hami: &Hami, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let clusters = kubectl_json(hami, &["get", "clusters"]);
+        let ready = clusters["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|c| {
+                        c["status"]["conditions"].as_array().is_some_and(|cs| {
+                            cs.iter()
+                                .any(|x| x["type"] == "Ready" && x["status"] == "True")
+                        })
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "members not ready: {clusters}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// kubectl must be installed (`.ci/run` checks it): fail, never skip.
 pub fn kubectl_path() -> PathBuf {
     for p in ["/usr/bin/kubectl", "/usr/local/bin/kubectl"] {

@@ -73,6 +73,8 @@ fn build_version(
             .then(super::registry::ScalePaths::standard),
         schema,
         printer_columns,
+        custom: false,
+        terminating: false,
     }
 }
 

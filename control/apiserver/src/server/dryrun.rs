@@ -112,6 +112,7 @@ impl State {
             shutdown: self.shutdown.clone(),
             openapi: parking_lot::Mutex::new(None),
             readiness: super::readiness::Readiness::default(),
+            dry_run: true,
         }
     }
 }

@@ -88,10 +88,20 @@ pub fn check(
     let Some(schema) = &kind.schema else {
         return Ok(Vec::new());
     };
-    if message_of(&kind.api_version(), &kind.kind).is_none() {
+    let unknown = if kind.custom {
+        // A custom resource: pruned and defaulted by its CRD's structural
+        // schema, as kube-apiserver decodes it.
+        let pruned = super::crd::schema::prune(schema, object);
+        super::crd::schema::apply_defaults(schema, object);
+        pruned
+            .into_iter()
+            .map(|p| p.trim_start_matches('.').to_owned())
+            .collect()
+    } else if message_of(&kind.api_version(), &kind.kind).is_none() {
         return Ok(Vec::new());
-    }
-    let unknown = prune_unknown(schema, object);
+    } else {
+        prune_unknown(schema, object)
+    };
     if unknown.is_empty() {
         return Ok(unknown);
     }

@@ -84,6 +84,8 @@ pub struct State {
     pub openapi: parking_lot::Mutex<Option<(u64, Arc<Option<crate::openapi::OpenApiV3>>)>>,
     /// Checks `/readyz` runs besides "serving" (see [`readiness`]).
     pub readiness: readiness::Readiness,
+    /// A `dryRun=All` request's state: nothing it does is kept or served.
+    pub dry_run: bool,
 }
 
 /// The API server: state plus its router.
@@ -103,7 +105,7 @@ impl ApiServer {
         metric_registry: Arc<prometheus_client::registry::Registry>,
         shutdown: signal::Receiver<bool>,
     ) -> Self {
-        Self {
+        let server = Self {
             state: Arc::new(State {
                 store,
                 registry: Arc::new(registry::Kinds::new(registry)),
@@ -113,8 +115,20 @@ impl ApiServer {
                 shutdown,
                 openapi: parking_lot::Mutex::new(None),
                 readiness: readiness::Readiness::default(),
+                dry_run: false,
             }),
+        };
+        // The CRDs stored before a restart are served from the first request.
+        if let Err(e) = crd::refresh(&server.state) {
+            tracing::warn!(error = %e, "reading the stored CustomResourceDefinitions");
         }
+        server
+    }
+
+    /// Keeps the served kinds and the CRDs' status in step with the stored
+    /// CustomResourceDefinitions until `stop` turns true (see [`crd::run`]).
+    pub fn spawn_crd_controller(&self, stop: signal::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crd::run(self.state.clone(), stop))
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -190,6 +204,7 @@ pub async fn spawn(
         stopped.clone(),
     );
     server.ensure_default_namespaces().await?;
+    server.spawn_crd_controller(stopped.clone());
     let mut stopped_rx = stopped;
     let task = tokio::spawn(server.clone().serve(listener, async move {
         let _ = stopped_rx.wait_for(|s| *s).await;

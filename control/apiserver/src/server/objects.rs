@@ -66,7 +66,10 @@ pub fn get(
         .get(&key)
         .map_err(|e| store_err(e, kind, name))?
     {
-        Some(kv) => stored(&kv),
+        Some(kv) => stored(&kv).map(|mut s| {
+            kind.present(&mut s.object);
+            s
+        }),
         None => Err(ApiError::not_found(&kind.group, &kind.plural, name)),
     }
 }
@@ -146,6 +149,14 @@ fn validate(state: &State, kind: &ResourceKind, object: &Value) -> Result<(), Ap
         ));
     }
     causes.extend(validation::builtin(&kind.group, &kind.kind, object));
+    if super::crd::is_definition(kind) {
+        causes.extend(super::crd::validate(&state.registry.base(), object));
+    }
+    if kind.custom
+        && let Some(schema) = &kind.schema
+    {
+        causes.extend(super::crd::schema::validate(schema, object));
+    }
     if causes.is_empty()
         && let Some(validator) = &state.config.validator
         && let Err(found) = validator(&kind.api_version(), &kind.kind, object)
@@ -203,6 +214,18 @@ pub async fn create(
 ) -> Result<Value, ApiError> {
     check_type(kind, &mut object)?;
     check_namespace(kind, ns, &mut object)?;
+    if kind.terminating {
+        // kube-apiserver's answer while a CRD's objects are being deleted.
+        return Err(ApiError::MethodNotAllowed {
+            message: format!(
+                "create not allowed while custom resource definition is terminating ({})",
+                kind.group_resource()
+            ),
+        });
+    }
+    if super::crd::is_definition(kind) {
+        super::crd::prepare_create(&mut object);
+    }
     let name = meta::meta_str(&object, "name")
         .unwrap_or_default()
         .to_owned();
@@ -264,6 +287,7 @@ pub async fn create(
         {
             Ok(kv) => {
                 meta::set_resource_version(&mut candidate, kv.mod_revision);
+                definitions_changed(state, kind);
                 return Ok(candidate);
             }
             Err(e) => last = Some(store_err(e, kind, &name)),
@@ -472,6 +496,16 @@ fn record_ownership(
     .map_err(|e| apply_error(kind, &name, e))
 }
 
+/// After a CRD write: serve what the CRDs say now, before answering (so a
+/// client's next request finds the kind).
+fn definitions_changed(state: &State, kind: &ResourceKind) {
+    if super::crd::is_definition(kind)
+        && let Err(e) = super::crd::refresh(state)
+    {
+        tracing::warn!(error = %e, "refreshing the served kinds after a CRD write");
+    }
+}
+
 /// Writes a prepared update (or the final delete) at `current.revision`.
 pub async fn commit_update(
     state: &State,
@@ -494,12 +528,14 @@ pub async fn commit_update(
                 )
                 .await?;
             meta::set_resource_version(&mut object, kv.mod_revision);
+            definitions_changed(state, kind);
             Ok(object)
         }
         None => {
             let (kv, revision) = state.store.delete(&key, Some(current.revision)).await?;
             let mut object = stored(&kv)?.object;
             meta::set_resource_version(&mut object, revision);
+            definitions_changed(state, kind);
             Ok(object)
         }
     }

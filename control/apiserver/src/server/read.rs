@@ -85,10 +85,11 @@ pub fn list_page(
         revision.get_or_insert(page.revision);
         let last = page.items.last().map(|kv| kv.key.clone());
         for kv in page.items {
-            let Some(object) = meta::decode_stored(&kv.value, kv.mod_revision) else {
+            let Some(mut object) = meta::decode_stored(&kv.value, kv.mod_revision) else {
                 tracing::warn!(key = kv.key, "skipping undecodable stored object");
                 continue;
             };
+            kind.present(&mut object);
             if options.selectors.matches(&object) {
                 items.push(object);
             }

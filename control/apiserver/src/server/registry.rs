@@ -65,9 +65,30 @@ pub struct ResourceKind {
     /// OpenAPI v3 schema of the object, when known.
     pub schema: Option<Value>,
     pub printer_columns: Vec<PrinterColumn>,
+    /// Served from a CustomResourceDefinition applied at run time: its
+    /// objects are pruned, defaulted and validated by `schema`, and shown in
+    /// the version they are read through (conversion strategy None).
+    pub custom: bool,
+    /// Its CRD is being deleted: objects are read and deleted, not created.
+    pub terminating: bool,
 }
 
 impl ResourceKind {
+    /// Shows a stored object in this kind's version: a custom resource
+    /// written through another served version of its CRD differs only in
+    /// `apiVersion` (conversion strategy None, as kube-apiserver converts).
+    pub fn present(&self, object: &mut Value) {
+        if !self.custom {
+            return;
+        }
+        let api_version = self.api_version();
+        if let Some(map) = object.as_object_mut()
+            && map.get("apiVersion").and_then(Value::as_str) != Some(api_version.as_str())
+        {
+            map.insert("apiVersion".into(), Value::String(api_version));
+        }
+    }
+
     /// `apps/v1`, or `v1` for the core group.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -110,16 +131,25 @@ pub struct GroupVersions {
 /// the generation subscribers see.
 #[derive(Debug)]
 pub struct Kinds {
+    /// What the server serves without any CRD (built-in and hami's kinds).
+    base: Arc<Registry>,
     current: parking_lot::RwLock<Arc<Registry>>,
     generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Kinds {
     pub fn new(registry: Registry) -> Self {
+        let base = Arc::new(registry);
         Self {
-            current: parking_lot::RwLock::new(Arc::new(registry)),
+            base: base.clone(),
+            current: parking_lot::RwLock::new(base),
             generation: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The kinds served without any CustomResourceDefinition.
+    pub fn base(&self) -> Arc<Registry> {
+        self.base.clone()
     }
 
     /// The registry as it is now.
@@ -155,7 +185,7 @@ pub enum RegistryError {
 
 /// The set of served kinds. Iteration order is deterministic: groups in
 /// insertion order (core first), kinds in insertion order within a group.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Registry {
     kinds: Vec<Arc<ResourceKind>>,
 }
@@ -173,6 +203,7 @@ impl Registry {
             // Built-in kinds are distinct by construction.
             let _ = registry.add(kind);
         }
+        let _ = registry.add(super::crd::definition_kind());
         registry
     }
 
@@ -349,6 +380,8 @@ pub fn kinds_from_crd(crd: &Value) -> Result<Vec<ResourceKind>, RegistryError> {
             }),
             schema: version.pointer("/schema/openAPIV3Schema").cloned(),
             printer_columns,
+            custom: false,
+            terminating: false,
         });
     }
     Ok(out)
@@ -463,7 +496,8 @@ mod tests {
                 "policy",
                 "scheduling.k8s.io",
                 "storage.k8s.io",
-                "rbac.authorization.k8s.io"
+                "rbac.authorization.k8s.io",
+                "apiextensions.k8s.io"
             ]
         );
         let mut dup = r.clone();

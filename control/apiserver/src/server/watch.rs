@@ -67,7 +67,10 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn line(&self, type_: &str, object: Value) -> Bytes {
+    fn line(&self, type_: &str, mut object: Value) -> Bytes {
+        if type_ != "ERROR" && type_ != "BOOKMARK" {
+            self.kind.present(&mut object);
+        }
         let object = match (type_, self.repr) {
             ("ERROR" | "BOOKMARK", _) | (_, Representation::Object) => object,
             (_, Representation::Metadata) => table::partial_metadata(&object),
