@@ -20,9 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{
-    Hami, kubectl, kubectl_json, kubectl_ok, member_kubectl, wait_members_ready,
-};
+use support::{Hami, kubectl, kubectl_json, kubectl_ok, member_kubectl, wait_members_ready};
 
 /// A training-job kind with a structural schema, defaults, status and scale
 /// subresources, printer columns, a short name and two served versions
@@ -191,7 +189,11 @@ fn a_crd_applied_with_kubectl_is_served_validated_scaled_propagated_and_deleted(
     assert!(out.contains("gpusPerWorker"), "{out}");
 
     // An invalid object is refused, each field named.
-    let bad = write(dir, "bad.yaml", &job("bad", "{replicas: -1, gpusPerWorker: 9}"));
+    let bad = write(
+        dir,
+        "bad.yaml",
+        &job("bad", "{replicas: -1, gpusPerWorker: 9}"),
+    );
     let (success, _, err) = kubectl(&hami, &["apply", "-f", &bad]);
     assert!(!success, "an invalid TrainingJob was accepted");
     for field in ["spec.replicas", "spec.gpusPerWorker", "spec.image"] {
@@ -217,10 +219,17 @@ fn a_crd_applied_with_kubectl_is_served_validated_scaled_propagated_and_deleted(
     );
     let (success, _, err) = kubectl(&hami, &["apply", "-f", &unknown]);
     assert!(!success, "Strict accepted an unknown field");
-    assert!(err.contains(r#"unknown field \"spec.colour\""#) || err.contains(r#"unknown field "spec.colour""#), "{err}");
+    assert!(
+        err.contains(r#"unknown field \"spec.colour\""#)
+            || err.contains(r#"unknown field "spec.colour""#),
+        "{err}"
+    );
     let (success, _, err) = kubectl(&hami, &["apply", "--validate=warn", "-f", &unknown]);
     assert!(success, "{err}");
-    assert!(err.contains("Warning") && err.contains("spec.colour"), "{err}");
+    assert!(
+        err.contains("Warning") && err.contains("spec.colour"),
+        "{err}"
+    );
     let got = kubectl_json(&hami, &["get", "tj", "bert"]);
     assert!(got["spec"].get("colour").is_none(), "{got}");
     // Printer columns.
@@ -239,7 +248,11 @@ fn a_crd_applied_with_kubectl_is_served_validated_scaled_propagated_and_deleted(
     let (success, _, err) = kubectl(
         &hami,
         &[
-            "patch", "tj", "resnet", "--type=merge", "-p",
+            "patch",
+            "tj",
+            "resnet",
+            "--type=merge",
+            "-p",
             r#"{"status":{"replicas":7}}"#,
         ],
     );
@@ -248,7 +261,12 @@ fn a_crd_applied_with_kubectl_is_served_validated_scaled_propagated_and_deleted(
     kubectl_ok(
         &hami,
         &[
-            "patch", "tj", "resnet", "--subresource=status", "--type=merge", "-p",
+            "patch",
+            "tj",
+            "resnet",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
             r#"{"status":{"replicas":3,"selector":"job=resnet"}}"#,
         ],
     );
@@ -264,7 +282,10 @@ fn a_crd_applied_with_kubectl_is_served_validated_scaled_propagated_and_deleted(
     assert_eq!(scale["status"]["replicas"], 3, "{scale}");
     assert_eq!(scale["status"]["selector"], "job=resnet", "{scale}");
     // Read through the other served version: only apiVersion differs.
-    let beta = kubectl_json(&hami, &["get", "trainingjobs.v1beta1.ml.example.com", "resnet"]);
+    let beta = kubectl_json(
+        &hami,
+        &["get", "trainingjobs.v1beta1.ml.example.com", "resnet"],
+    );
     assert_eq!(beta["apiVersion"], "ml.example.com/v1beta1", "{beta}");
     assert_eq!(beta["spec"]["replicas"], 3, "{beta}");
 
@@ -280,40 +301,61 @@ fn a_crd_applied_with_kubectl_is_served_validated_scaled_propagated_and_deleted(
     wait_for("the Work says the member lacks the kind", 60, || {
         let c = applied(&hami);
         if c["status"] == "False"
-            && c["message"].as_str().is_some_and(|m| m.contains("unknown to the member"))
+            && c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unknown to the member"))
         {
             Ok(())
         } else {
             Err(c.to_string())
         }
     });
-    // The CRD itself goes first (a ClusterPropagationPolicy selecting it):
-    // the agents' discovery reports the new kind in each Cluster's
-    // apiEnablements, which the scheduler's API-enablement filter reads.
-    let crd_policy = write(dir, "cpp.yaml", POLICY_FOR_CRD);
-    kubectl_ok(&hami, &["apply", "-f", &crd_policy]);
-    wait_for("the hand-made Work applied once the kind is served", 60, || {
-        let c = applied(&hami);
-        if c["status"] == "True" { Ok(()) } else { Err(c.to_string()) }
-    });
-    let (ok, out, err) = member_kubectl(&hami, "member-1", &["get", "tj", "handmade"]);
-    assert!(ok, "{out} {err}");
-    wait_for("both members report the kind", 60, || {
-        let clusters = kubectl_json(&hami, &["get", "clusters"]);
-        let serving = clusters["items"].as_array().into_iter().flatten().filter(|c| {
-            c["status"]["apiEnablements"].as_array().into_iter().flatten()
-                .any(|e| e["groupVersion"] == "ml.example.com/v1")
-        }).count();
-        if serving == 2 { Ok(()) } else { Err(clusters["items"].to_string()) }
-    });
-    // Then the objects: a PropagationPolicy selecting every TrainingJob.
+    // The objects are selected before any member serves their kind: the
+    // scheduler's API-enablement filter keeps them back.
     let policies = write(dir, "pp.yaml", POLICIES_FOR_OBJECTS);
     kubectl_ok(&hami, &["apply", "-f", &policies]);
+    wait_for("the binding waits for members serving the kind", 30, || {
+        let (ok, out, err) = kubectl(&hami, &["get", "rb", "resnet-trainingjob", "-o", "json"]);
+        let rb: Value = serde_json::from_str(&out).unwrap_or_default();
+        match condition(&rb, "Scheduled") {
+            Some(c)
+                if ok
+                    && c["status"] == "False"
+                    && c["message"].as_str().is_some_and(|m| {
+                        m.contains("did not serve ml.example.com/v1 TrainingJob")
+                    }) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("{out} {err}")),
+        }
+    });
+    // Then the CRD itself (a ClusterPropagationPolicy selecting it). Each
+    // agent's discovery reports the new kind in its Cluster's
+    // apiEnablements, one member after the other: the first makes the
+    // Duplicated binding schedulable, the second widens it.
+    let crd_policy = write(dir, "cpp.yaml", POLICY_FOR_CRD);
+    kubectl_ok(&hami, &["apply", "-f", &crd_policy]);
+    wait_for(
+        "the hand-made Work applied once the kind is served",
+        60,
+        || {
+            let c = applied(&hami);
+            if c["status"] == "True" {
+                Ok(())
+            } else {
+                Err(c.to_string())
+            }
+        },
+    );
+    let (ok, out, err) = member_kubectl(&hami, "member-1", &["get", "tj", "handmade"]);
+    assert!(ok, "{out} {err}");
     for member in ["member-1", "member-2"] {
         wait_for(&format!("{member} holds the TrainingJobs"), 60, || {
             let (ok, out, err) =
                 member_kubectl(&hami, member, &["get", "trainingjobs", "-o", "name"]);
-            if ok && out.contains("trainingjob.ml.example.com/resnet")
+            if ok
+                && out.contains("trainingjob.ml.example.com/resnet")
                 && out.contains("trainingjob.ml.example.com/bert")
             {
                 Ok(())
@@ -352,18 +394,35 @@ fn a_crd_applied_with_kubectl_is_served_validated_scaled_propagated_and_deleted(
 
     // `hami crds` installs into hami itself (its kinds are served already:
     // accepted, nothing changes).
-    let out = Command::new(env!("CARGO_BIN_EXE_hami")).arg("crds").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hami"))
+        .arg("crds")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let own = write(dir, "own.yaml", &String::from_utf8(out.stdout).unwrap());
     let out = kubectl_ok(&hami, &["apply", "-f", &own]);
     assert!(out.contains("propagationpolicies.policy.hami.io"), "{out}");
     kubectl_ok(&hami, &["get", "pp", "-A"]);
-    kubectl_ok(&hami, &["delete", "crd", "propagationpolicies.policy.hami.io"]);
+    kubectl_ok(
+        &hami,
+        &["delete", "crd", "propagationpolicies.policy.hami.io"],
+    );
     let out = kubectl_ok(&hami, &["get", "pp", "-A"]);
-    assert!(out.contains("training"), "hami's own objects were deleted: {out}");
+    assert!(
+        out.contains("training"),
+        "hami's own objects were deleted: {out}"
+    );
 
     // Deleting the CRD deletes its objects, then stops serving the kind.
-    kubectl_ok(&hami, &["delete", "crd", "trainingjobs.ml.example.com", "--timeout=60s"]);
+    kubectl_ok(
+        &hami,
+        &[
+            "delete",
+            "crd",
+            "trainingjobs.ml.example.com",
+            "--timeout=60s",
+        ],
+    );
     let (success, _, err) = kubectl(&hami, &["get", "trainingjobs"]);
     // kubectl answers from its cached discovery (`Unable to list ...: the
     // server could not find the requested resource`) or, once refreshed,
@@ -377,7 +436,11 @@ fn a_crd_applied_with_kubectl_is_served_validated_scaled_propagated_and_deleted(
     // Applied again: no object came back (they were deleted, not hidden).
     kubectl_ok(&hami, &["apply", "-f", &crd]);
     let listed = kubectl_json(&hami, &["get", "trainingjobs", "-A"]);
-    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0), "{listed}");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -387,7 +450,11 @@ fn crds_and_their_objects_survive_kill_9() {
     let dir = tmp.path();
     let crd = write(dir, "crd.yaml", CRD);
     kubectl_ok(&hami, &["apply", "-f", &crd]);
-    let good = write(dir, "good.yaml", &job("resnet", "{image: trainer:1, replicas: 4}"));
+    let good = write(
+        dir,
+        "good.yaml",
+        &job("resnet", "{image: trainer:1, replicas: 4}"),
+    );
     kubectl_ok(&hami, &["apply", "-f", &good]);
 
     hami.restart();
@@ -395,7 +462,11 @@ fn crds_and_their_objects_survive_kill_9() {
     let got = kubectl_json(&hami, &["get", "tj", "resnet"]);
     assert_eq!(got["spec"]["replicas"], 4, "{got}");
     let d = kubectl_json(&hami, &["get", "crd", "trainingjobs.ml.example.com"]);
-    assert_eq!(condition(&d, "Established").map(|c| c["status"].clone()), Some(Value::from("True")), "{d}");
+    assert_eq!(
+        condition(&d, "Established").map(|c| c["status"].clone()),
+        Some(Value::from("True")),
+        "{d}"
+    );
     // Still validated.
     let bad = write(dir, "bad.yaml", &job("bad", "{image: x, replicas: -2}"));
     let (success, _, err) = kubectl(&hami, &["apply", "-f", &bad]);

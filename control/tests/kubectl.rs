@@ -47,7 +47,6 @@ fn name_ns(obj: &Value) -> (String, String) {
     )
 }
 
-
 /// `kubectl create cronjob` as a user types it.
 const CREATE_CRONJOB: &[&str] = &[
     "create",
@@ -65,7 +64,6 @@ fn get_yaml(hami: &Hami, args: &[&str]) -> Value {
     a.extend(["-o", "yaml"]);
     serde_saphyr::from_str(&ok(hami, &a)).unwrap()
 }
-
 
 #[test]
 fn kubectl_end_to_end() {

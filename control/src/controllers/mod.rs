@@ -23,6 +23,9 @@
 //!   quota decisions.
 //! * [`quota`]: FederatedResourceQuota status, metrics and the member
 //!   ResourceQuotas; its admission gate runs inside the scheduler.
+//! * [`gc`]: the garbage collector: dependents go with their owners
+//!   (`metadata.ownerReferences`), foreground and orphan deletion, as
+//!   kube-controller-manager's.
 //!
 //! Shared pieces: [`feed`] (store watch → index updates; a relist swaps
 //! the index whole), [`queue`] (keys with dedup and per-key backoff),
@@ -42,6 +45,8 @@
 //! | quota: delete a member ResourceQuota Work | quota read from the store; clusters from the index | Clusters listed from the store, the desired Works decided again; delete pinned |
 //! | health: taint a cluster unreachable / not-ready (evicts) | index: Lease, Cluster | Cluster and Lease read from the store, decided again; write at the Cluster's resourceVersion |
 //! | events: expire an Event | Events listed from the store | delete pinned to the Event as listed |
+//! | gc: delete a dependent (or remove its dangling references) | index: no owner with the referenced uid at the reference's kind, name and namespace | the dependent and each owner read again from the store, decided again (an owner whose name holds another uid is waited for 30 s); delete pinned to the dependent's uid + resourceVersion |
+//! | gc: remove an owner's `foregroundDeletion` / `orphan` finalizer (the owner goes) | index: no blocking dependent left / dependents orphaned | the owner read again, its dependents found by a scan of the store; each write pinned |
 //! | API: delete a namespace's content | a namespace deletion | creates in a terminating namespace are refused (403), so nothing new is lost with it |
 //! | agent: delete a member object | a Work being deleted (deletionTimestamp) or a manifest dropped from its spec | the Work read again from the control plane (same uid, still deleting / still without the manifest); member delete pinned to the object's uid + resourceVersion and to the Work annotation |
 //!
@@ -56,6 +61,7 @@ pub mod detector;
 pub mod events;
 pub mod eviction;
 pub mod feed;
+pub mod gc;
 pub mod health;
 pub mod objects;
 pub mod push;
@@ -89,6 +95,7 @@ pub struct ControllerMetrics {
     pub descheduler: descheduler::DeschedulerMetrics,
     pub events: events::EventMetrics,
     pub quota: quota::QuotaMetrics,
+    pub gc: gc::GcMetrics,
     pub trackers: tracker::Trackers,
 }
 
@@ -105,6 +112,7 @@ impl ControllerMetrics {
             descheduler: descheduler::DeschedulerMetrics::register(registry),
             events: events::EventMetrics::register(registry),
             quota: quota::QuotaMetrics::register(registry),
+            gc: gc::GcMetrics::register(registry),
             trackers: tracker::Trackers::register(registry),
         }
     }
@@ -119,8 +127,9 @@ pub struct FailoverOptions {
 }
 
 /// Starts the detector, the scheduler, the binding controller, status
-/// aggregation, cluster health and failover on `state`, and the Push
-/// controller with `push`; they stop when `stop` turns true.
+/// aggregation, cluster health and failover, the quota controller and the
+/// garbage collector on `state`, and the Push controller with `push`; they
+/// stop when `stop` turns true.
 pub fn start(
     state: Arc<State>,
     metrics: ControllerMetrics,
@@ -160,6 +169,13 @@ pub fn start(
         status::spawn(objects.clone(), metrics.status, t("status"), stop.clone())?,
         push::spawn(objects.clone(), metrics.push, push, t("push"), stop.clone())?,
         quota::spawn(objects.clone(), metrics.quota, t("quota"), stop.clone())?,
+        gc::spawn(
+            objects.clone(),
+            metrics.gc,
+            gc::GcOptions::default(),
+            t("gc"),
+            stop.clone(),
+        ),
         scheduler::spawn_with(
             objects.clone(),
             metrics.scheduler,
@@ -177,6 +193,7 @@ pub fn start(
         "status",
         "push",
         "quota",
+        "gc",
         "scheduler",
     ]
     .into_iter()

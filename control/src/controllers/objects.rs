@@ -202,9 +202,23 @@ impl Objects {
         name: &str,
         pin: &Precondition,
     ) -> Result<(), ObjectError> {
+        self.delete_pinned_with(kind, ns, name, pin, None).await
+    }
+
+    /// [`delete_pinned`](Self::delete_pinned) with a propagation policy
+    /// (the garbage collector's deletes, as kube-controller-manager's).
+    pub async fn delete_pinned_with(
+        &self,
+        kind: &ResourceKind,
+        ns: Option<&str>,
+        name: &str,
+        pin: &Precondition,
+        propagation: Option<deletion::Propagation>,
+    ) -> Result<(), ObjectError> {
         let options = deletion::DeleteOptions {
             uid: pin.uid.clone(),
             resource_version: Some(pin.resource_version.clone()),
+            propagation,
         };
         match deletion::delete(&self.state, kind, ns, name, &options).await {
             Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),

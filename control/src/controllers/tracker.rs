@@ -39,13 +39,14 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(300);
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Every controller: (name, metric prefix, driven by a work queue).
-pub const CONTROLLERS: [(&str, &str, bool); 9] = [
+pub const CONTROLLERS: [(&str, &str, bool); 10] = [
     ("detector", "hami_detector", true),
     ("scheduler", "hami_scheduler", true),
     ("binding", "hami_binding", true),
     ("status", "hami_status", true),
     ("push", "hami_push", true),
     ("quota", "hami_quota", true),
+    ("gc", "hami_gc", true),
     ("failover", "hami_failover", true),
     ("health", "hami_cluster_health", false),
     ("descheduler", "hami_descheduler", false),

@@ -141,9 +141,14 @@ pub fn http_get_status(addr: &str, path: &str) -> Option<u16> {
 
 /// Run kubectl against `hami` and return (success, stdout, stderr).
 pub fn kubectl(hami: &Hami, args: &[&str]) -> (bool, String, String) {
+    kubectl_with(&hami.kubeconfig(), args)
+}
+
+/// Run kubectl with `kubeconfig`; (success, stdout, stderr).
+fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(kubectl_path())
         .arg("--kubeconfig")
-        .arg(hami.kubeconfig())
+        .arg(kubeconfig)
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -174,22 +179,11 @@ pub fn kubectl_json(hami: &Hami, args: &[&str]) -> serde_json::Value {
 
 /// `kubectl ARGS` against a simulated member (`--sim-clusters`) of `hami`.
 pub fn member_kubectl(hami: &Hami, member: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(kubectl_path())
-        .arg("--kubeconfig")
-        .arg(
-            hami.data_dir
-                .join("members")
-                .join(format!("{member}.kubeconfig")),
-        )
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kubectl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let kubeconfig = hami
+        .data_dir
+        .join("members")
+        .join(format!("{member}.kubeconfig"));
+    kubectl_with(&kubeconfig, args)
 }
 
 /// Waits until `n` Clusters are Ready (`hami up --sim-clusters n`), so that

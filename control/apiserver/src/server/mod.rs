@@ -5,8 +5,8 @@
 //! member-cluster simulator) or build the router with [`ApiServer::router`].
 
 pub mod builtin;
-pub mod deletion;
 pub mod crd;
+pub mod deletion;
 mod discovery;
 mod dispatch;
 mod dryrun;
@@ -127,7 +127,10 @@ impl ApiServer {
 
     /// Keeps the served kinds and the CRDs' status in step with the stored
     /// CustomResourceDefinitions until `stop` turns true (see [`crd::run`]).
-    pub fn spawn_crd_controller(&self, stop: signal::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_crd_controller(
+        &self,
+        stop: signal::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(crd::run(self.state.clone(), stop))
     }
 

@@ -54,13 +54,14 @@ pub async fn update(state: Arc<State>, ctx: &Ctx, mut object: Value) -> Result<R
     ))
 }
 
-/// The optional DeleteOptions body (empty, JSON or YAML).
+/// The optional DeleteOptions body (empty, JSON, YAML or protobuf); a
+/// propagationPolicy kube-apiserver refuses is refused here too.
 fn delete_options(ctx: &Ctx, body: &Bytes) -> Result<DeleteOptions, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DeleteOptions::default());
     }
     let value = request::decode_object(body, &request::content_type(&ctx.headers))?;
-    Ok(DeleteOptions::from_body(Some(&value)))
+    DeleteOptions::from_body(Some(&value))
 }
 
 pub async fn delete(state: Arc<State>, ctx: &Ctx, body: Bytes) -> Result<Response, ApiError> {

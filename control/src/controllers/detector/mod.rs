@@ -240,7 +240,12 @@ impl Shared {
     fn queue_selected_by(&self, policy: &Policy) {
         let mut done = BTreeSet::new();
         for s in &policy.selectors {
-            let Some(kind) = self.objects.registry().by_gvk(&s.api_version, &s.kind).cloned() else {
+            let Some(kind) = self
+                .objects
+                .registry()
+                .by_gvk(&s.api_version, &s.kind)
+                .cloned()
+            else {
                 continue;
             };
             let ns = policy

@@ -46,7 +46,7 @@ pub mod status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use hami_api::binding::ResourceBindingSpec;
+use hami_api::binding::{ResourceBindingSpec, TargetCluster};
 use hami_api::cluster::Cluster;
 use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION, POLICY_GROUP, POLICY_VERSION};
 use hami_apiserver::ResourceKind;
@@ -54,8 +54,8 @@ use hami_apiserver::keys::{kind_prefix, parse_key};
 use hami_apiserver::objects::Stored;
 use hami_placement::capacity::general_estimate;
 use hami_placement::{
-    BindingView, ClusterView, Decision, PreparedClusters, Reservations, Shape, Unschedulable,
-    schedule_prepared,
+    BindingView, ClusterView, Decision, PreparedClusters, Reservations, Shape, Strategy,
+    Unschedulable, schedule_prepared, strategy_of,
 };
 use hami_quota::ReplicaRequest;
 use hami_store::KeyValue;
@@ -116,6 +116,12 @@ struct Shared {
     crb: Arc<ResourceKind>,
     clusters: RwLock<(BTreeMap<String, ClusterEntry>, Arc<Snapshot>)>,
     unschedulable: Mutex<BTreeSet<String>>,
+    /// Duplicated bindings placed now, with the clusters they run in: a
+    /// cluster that becomes eligible (Ready, untainted, newly serving the
+    /// kind, relabelled) is added to those it is missing from.
+    duplicated: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// Keys queued only to be widened that way (see [`Shared::widen`]).
+    widen: Mutex<BTreeSet<String>>,
     reservations: Mutex<Reservations>,
     queue: WorkQueue,
     estimators: Estimators,
@@ -123,6 +129,43 @@ struct Shared {
     quota: QuotaGate,
     events: Option<EventRecorder>,
     tracker: Tracker,
+}
+
+/// Whether a cluster's change may let it take bindings it could not take
+/// before (what the placement filters read; not its free resources).
+fn eligibility_changed(old: &ClusterView, new: &ClusterView) -> bool {
+    old.ready != new.ready
+        || old.taints != new.taints
+        || old.labels != new.labels
+        || old.api_enablements != new.api_enablements
+        || old.provider != new.provider
+        || old.region != new.region
+        || old.zones != new.zones
+}
+
+/// A Duplicated decision widened: the current clusters kept, the new ones
+/// added; `None` when it adds nothing (or is not a Duplicated placement).
+fn widened(placed: Placed, current: &[TargetCluster]) -> Option<Placed> {
+    let Placed::Decided(Ok(mut d)) = placed else {
+        return None;
+    };
+    if d.strategy != Strategy::Duplicated {
+        return None;
+    }
+    let added = d
+        .clusters
+        .iter()
+        .any(|c| !current.iter().any(|o| o.name == c.name));
+    if !added {
+        return None;
+    }
+    for c in current {
+        if !d.clusters.iter().any(|n| n.name == c.name) {
+            d.clusters.push(c.clone());
+        }
+    }
+    d.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(Placed::Decided(Ok(d)))
 }
 
 /// What a decision came to.
@@ -191,6 +234,8 @@ pub fn spawn_with(
         crb: crb.clone(),
         clusters: RwLock::default(),
         unschedulable: Mutex::default(),
+        duplicated: Mutex::default(),
+        widen: Mutex::default(),
         reservations: Mutex::default(),
         queue: WorkQueue::new(),
         estimators: Estimators::new(config.estimates, metrics.clone()),
@@ -304,6 +349,9 @@ struct Item {
     spec: ResourceBindingSpec,
     shape: Shape,
     shape_key: String,
+    /// Queued only to add newly eligible clusters to a Duplicated
+    /// placement: only a decision that adds clusters is written.
+    widen_only: bool,
 }
 
 impl Shared {
@@ -367,6 +415,8 @@ impl Shared {
             })
         };
         let mut changed = Vec::new();
+        // Clusters that may now take bindings they could not before.
+        let mut eligible = Vec::new();
         {
             let mut guard = self.clusters.write();
             let (index, snapshot) = &mut *guard;
@@ -377,6 +427,7 @@ impl Shared {
                         match entry_of(kv) {
                             Some(e) => {
                                 changed.push(e.view.name.clone());
+                                eligible.push(e.view.name.clone());
                                 index.insert(e.view.name.clone(), e);
                             }
                             None => tracing::warn!(
@@ -390,6 +441,12 @@ impl Shared {
                     Some(e) => {
                         let name = e.view.name.clone();
                         let old = index.insert(name.clone(), e.clone());
+                        if old
+                            .as_ref()
+                            .is_none_or(|o| eligibility_changed(&o.view, &e.view))
+                        {
+                            eligible.push(name.clone());
+                        }
                         if old.as_ref().map(|o| &o.view) != Some(&e.view) {
                             changed.push(name);
                         }
@@ -426,6 +483,30 @@ impl Shared {
         for k in keys {
             self.queue.add(k);
         }
+        self.widen(&eligible);
+    }
+
+    /// Queues every Duplicated binding missing one of `clusters`, to be
+    /// placed again and widened, never narrowed (Karmada requeues its
+    /// bindings only on a Cluster's label or generation change, so a member
+    /// that starts serving a kind later, say a CRD propagated beside its
+    /// objects, never gets them; hami adds it).
+    fn widen(&self, clusters: &[String]) {
+        if clusters.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = self
+            .duplicated
+            .lock()
+            .iter()
+            .filter(|(_, targets)| clusters.iter().any(|c| !targets.contains(c)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        self.widen.lock().extend(keys.iter().cloned());
+        self.requeue(keys);
     }
 
     fn on_crb(&self, change: Change) {
@@ -447,6 +528,23 @@ impl Shared {
             }
             self.metrics.unschedulable.set(unsched.len() as i64);
             drop(unsched);
+            let duplicated = (status::scheduled_condition(&object) == Some("True"))
+                .then(|| spec_of::<ResourceBindingSpec>(&object))
+                .flatten()
+                .filter(|spec| {
+                    spec.placement
+                        .as_ref()
+                        .is_none_or(|p| strategy_of(p) == Strategy::Duplicated)
+                })
+                .map(|spec| spec.clusters.iter().map(|c| c.name.clone()).collect());
+            match duplicated {
+                Some(targets) => {
+                    self.duplicated.lock().insert(kv.key.clone(), targets);
+                }
+                None => {
+                    self.duplicated.lock().remove(&kv.key);
+                }
+            }
             if status::needs_scheduling(&object) {
                 self.queue.add(kv.key);
             }
@@ -459,10 +557,14 @@ impl Shared {
                 self.unschedulable
                     .lock()
                     .retain(|k| !k.starts_with(&prefix) || listed.contains(k.as_str()));
+                self.duplicated
+                    .lock()
+                    .retain(|k, _| !k.starts_with(&prefix) || listed.contains(k.as_str()));
                 items.into_iter().for_each(consider)
             }
             Change::Apply(kv) => consider(kv),
             Change::Delete(kv) => {
+                self.duplicated.lock().remove(&kv.key);
                 let mut unsched = self.unschedulable.lock();
                 unsched.remove(&kv.key);
                 self.metrics.unschedulable.set(unsched.len() as i64);
@@ -499,9 +601,10 @@ impl Shared {
         };
         // A new generation, or a binding waiting to be placed (unschedulable
         // or over quota) queued again by a change that may let it in.
-        if !status::needs_scheduling(&stored.object)
-            && status::scheduled_condition(&stored.object) != Some("False")
-        {
+        let widen = self.widen.lock().remove(key);
+        let widen_only = !status::needs_scheduling(&stored.object)
+            && status::scheduled_condition(&stored.object) != Some("False");
+        if widen_only && !widen {
             return Read::Nothing;
         }
         let spec: ResourceBindingSpec = match spec_of(&stored.object) {
@@ -528,6 +631,7 @@ impl Shared {
             spec,
             shape,
             shape_key,
+            widen_only,
         }))
     }
 
@@ -581,6 +685,7 @@ impl Shared {
                 spec,
                 shape,
                 shape_key,
+                widen_only,
             } = item;
             let view_key = match self.parse_key(&key) {
                 Some((_, Some(ns), name)) => format!("{ns}/{name}"),
@@ -686,6 +791,20 @@ impl Shared {
                 self.metrics
                     .algorithm_seconds
                     .observe(t.elapsed().as_secs_f64());
+                placed
+            };
+            // Widening only: keep every current cluster and add the new
+            // ones; anything else (no new cluster, no fit) writes nothing.
+            let placed = if widen_only {
+                match widened(placed, &view.current) {
+                    Some(p) => p,
+                    None => {
+                        self.queue.done(&key);
+                        self.queue.forget(&key);
+                        continue;
+                    }
+                }
+            } else {
                 placed
             };
             // Admission: check and reserve in one step, before the write.
@@ -865,5 +984,92 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteJob>, max_in_fl
             shared.metrics.writes_in_flight.dec();
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod widen_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use hami_placement::Mode;
+
+    fn decision(strategy: Strategy, names: &[&str]) -> Placed {
+        Placed::Decided(Ok(Decision {
+            clusters: names
+                .iter()
+                .map(|n| TargetCluster {
+                    name: (*n).into(),
+                    replicas: 2,
+                })
+                .collect(),
+            affinity_name: None,
+            strategy,
+            mode: Mode::Fresh,
+            feasible: names.len(),
+            considered: names.len(),
+            notes: Vec::new(),
+        }))
+    }
+
+    fn names(p: Option<Placed>) -> Option<Vec<String>> {
+        match p? {
+            Placed::Decided(Ok(d)) => Some(d.clusters.into_iter().map(|c| c.name).collect()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_duplicated_placement_only_grows() {
+        let current = vec![TargetCluster {
+            name: "a".into(),
+            replicas: 2,
+        }];
+        // b newly eligible; a no longer chosen (say, tainted): a stays,
+        // failover decides about it, not a widening.
+        assert_eq!(
+            names(widened(decision(Strategy::Duplicated, &["b"]), &current)),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        // Nothing new: nothing to write.
+        assert_eq!(
+            names(widened(decision(Strategy::Duplicated, &["a"]), &current)),
+            None
+        );
+        // Divided placements are never widened.
+        assert_eq!(
+            names(widened(
+                decision(Strategy::DynamicWeight, &["a", "b"]),
+                &current
+            )),
+            None
+        );
+        assert!(
+            widened(
+                Placed::Decided(Err(Unschedulable {
+                    attempts: Vec::new()
+                })),
+                &current
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn only_what_the_filters_read_makes_a_cluster_newly_eligible() {
+        let old = ClusterView::new("a");
+        let mut more_free = old.clone();
+        more_free.free = Some(Default::default());
+        assert!(!eligibility_changed(&old, &more_free));
+        let mut serving = old.clone();
+        serving.api_enablements = Some(
+            [("ml.example.com/v1".to_string(), "TrainingJob".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert!(eligibility_changed(&old, &serving));
+        let mut not_ready = old.clone();
+        not_ready.ready = false;
+        assert!(eligibility_changed(&old, &not_ready));
     }
 }

@@ -19,6 +19,8 @@ async fn shared() -> Shared {
         crb,
         clusters: RwLock::default(),
         unschedulable: Mutex::default(),
+        duplicated: Mutex::default(),
+        widen: Mutex::default(),
         reservations: Mutex::default(),
         queue: WorkQueue::new(),
         estimators: Estimators::new(SchedulerConfig::default().estimates, metrics.clone()),
@@ -30,7 +32,14 @@ async fn shared() -> Shared {
 }
 
 fn read(s: &Shared) -> String {
-    format!("{:?}", (&s.clusters.read().0, &*s.unschedulable.lock()))
+    format!(
+        "{:?}",
+        (
+            &s.clusters.read().0,
+            &*s.unschedulable.lock(),
+            &*s.duplicated.lock()
+        )
+    )
 }
 
 #[tokio::test]

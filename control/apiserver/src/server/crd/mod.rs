@@ -83,14 +83,9 @@ fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-/// A lowercase RFC 1123 label (plural and singular names).
+/// A lowercase RFC 1123 label (plural, singular and version names).
 fn dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    hami_api::validation::is_dns1123_label(s)
 }
 
 /// Whether the base kinds (built-in and hami's) already serve this CRD's
@@ -126,12 +121,18 @@ pub fn validate(base: &Registry, crd: &Value) -> Vec<Cause> {
         );
     }
     if plural.is_empty() {
-        bad("FieldValueRequired", "spec.names.plural", "Required value".into());
+        bad(
+            "FieldValueRequired",
+            "spec.names.plural",
+            "Required value".into(),
+        );
     } else if !dns_label(plural) {
         bad(
             "FieldValueInvalid",
             "spec.names.plural",
-            format!("Invalid value: {plural:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"),
+            format!(
+                "Invalid value: {plural:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"
+            ),
         );
     }
     let singular = text(crd, "/spec/names/singular");
@@ -139,11 +140,17 @@ pub fn validate(base: &Registry, crd: &Value) -> Vec<Cause> {
         bad(
             "FieldValueInvalid",
             "spec.names.singular",
-            format!("Invalid value: {singular:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"),
+            format!(
+                "Invalid value: {singular:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"
+            ),
         );
     }
     if kind.is_empty() {
-        bad("FieldValueRequired", "spec.names.kind", "Required value".into());
+        bad(
+            "FieldValueRequired",
+            "spec.names.kind",
+            "Required value".into(),
+        );
     }
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
         bad(
@@ -166,7 +173,9 @@ pub fn validate(base: &Registry, crd: &Value) -> Vec<Cause> {
         bad(
             "FieldValueForbidden",
             "spec.group",
-            format!("Forbidden: group {group:?} is served by hami itself; a CustomResourceDefinition cannot add kinds to it"),
+            format!(
+                "Forbidden: group {group:?} is served by hami itself; a CustomResourceDefinition cannot add kinds to it"
+            ),
         );
     }
     match text(crd, "/spec/conversion/strategy") {
@@ -174,7 +183,9 @@ pub fn validate(base: &Registry, crd: &Value) -> Vec<Cause> {
         other => bad(
             "FieldValueForbidden",
             "spec.conversion.strategy",
-            format!("Forbidden: conversion strategy {other:?} is not supported by hami: versions of a custom resource differ only in apiVersion (strategy None)"),
+            format!(
+                "Forbidden: conversion strategy {other:?} is not supported by hami: versions of a custom resource differ only in apiVersion (strategy None)"
+            ),
         ),
     }
     let versions = crd
@@ -183,7 +194,11 @@ pub fn validate(base: &Registry, crd: &Value) -> Vec<Cause> {
         .map(Vec::as_slice)
         .unwrap_or_default();
     if versions.is_empty() {
-        bad("FieldValueRequired", "spec.versions", "Required value: must have at least one version".into());
+        bad(
+            "FieldValueRequired",
+            "spec.versions",
+            "Required value: must have at least one version".into(),
+        );
     }
     let storage = versions
         .iter()
@@ -193,7 +208,9 @@ pub fn validate(base: &Registry, crd: &Value) -> Vec<Cause> {
         bad(
             "FieldValueInvalid",
             "spec.versions",
-            format!("Invalid value: {storage}: must have exactly one version marked as storage version"),
+            format!(
+                "Invalid value: {storage}: must have exactly one version marked as storage version"
+            ),
         );
     }
     if !versions.is_empty()
@@ -214,7 +231,9 @@ pub fn validate(base: &Registry, crd: &Value) -> Vec<Cause> {
             bad(
                 "FieldValueInvalid",
                 &format!("{at}.name"),
-                format!("Invalid value: {vname:?}: a DNS-1035 label must consist of lower case alphanumeric characters or '-'"),
+                format!(
+                    "Invalid value: {vname:?}: a DNS-1035 label must consist of lower case alphanumeric characters or '-'"
+                ),
             );
         }
         if versions[..i].iter().any(|v| text(v, "/name") == vname) {
@@ -231,11 +250,14 @@ pub fn validate(base: &Registry, crd: &Value) -> Vec<Cause> {
                 "Required value: schemas are required".into(),
             ),
             Some(s) => {
-                for problem in schema::check_structural(s, &format!("{at}.schema.openAPIV3Schema")) {
+                for problem in schema::check_structural(s, &format!("{at}.schema.openAPIV3Schema"))
+                {
                     let (field, message) = problem
                         .split_once(": ")
                         .map(|(f, m)| (f.to_owned(), m.to_owned()))
-                        .unwrap_or_else(|| (format!("{at}.schema.openAPIV3Schema"), problem.clone()));
+                        .unwrap_or_else(|| {
+                            (format!("{at}.schema.openAPIV3Schema"), problem.clone())
+                        });
                     let reason = if message.starts_with("Forbidden") {
                         "FieldValueForbidden"
                     } else if message.starts_with("Required") {
@@ -248,13 +270,19 @@ pub fn validate(base: &Registry, crd: &Value) -> Vec<Cause> {
             }
         }
         if let Some(scale) = version.pointer("/subresources/scale") {
-            for (field, prefix) in [("specReplicasPath", ".spec."), ("statusReplicasPath", ".status.")] {
+            for (field, prefix) in [
+                ("specReplicasPath", ".spec."),
+                ("statusReplicasPath", ".status."),
+            ] {
                 let path = text(scale, &format!("/{field}"));
                 if !path.starts_with(prefix) {
                     bad(
                         "FieldValueInvalid",
                         &format!("{at}.subresources.scale.{field}"),
-                        format!("Invalid value: {path:?}: should be a json path under {}", prefix.trim_end_matches('.')),
+                        format!(
+                            "Invalid value: {path:?}: should be a json path under {}",
+                            prefix.trim_end_matches('.')
+                        ),
                     );
                 }
             }
@@ -270,7 +298,9 @@ pub fn prepare_create(crd: &mut Value) {
     meta::metadata_mut(crd)
         .entry("finalizers")
         .or_insert_with(|| json!([]));
-    if let Some(list) = crd.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut)
+    if let Some(list) = crd
+        .pointer_mut("/metadata/finalizers")
+        .and_then(Value::as_array_mut)
         && !list.iter().any(|f| f.as_str() == Some(CLEANUP_FINALIZER))
     {
         list.push(json!(CLEANUP_FINALIZER));
@@ -281,7 +311,9 @@ pub fn prepare_create(crd: &mut Value) {
             .or_insert_with(|| json!({"strategy": "None"}))
             .as_object_mut()
     {
-        conversion.entry("strategy").or_insert_with(|| json!("None"));
+        conversion
+            .entry("strategy")
+            .or_insert_with(|| json!("None"));
     }
 }
 
@@ -470,7 +502,11 @@ pub async fn run(state: Arc<State>, mut stop: signal::Receiver<bool>) {
         };
         // Wait for a change; come back sooner while objects are being
         // cleaned up (their deletion is not a CRD event).
-        let wait = if pending { backoff.min(Duration::from_millis(500)) } else { Duration::from_secs(300) };
+        let wait = if pending {
+            backoff.min(Duration::from_millis(500))
+        } else {
+            Duration::from_secs(300)
+        };
         tokio::select! {
             event = watch.events.recv() => {
                 if let Some(Ok(Event::Put { .. } | Event::Delete { .. })) = event {}
@@ -502,7 +538,17 @@ async fn reconcile(state: &Arc<State>) -> Result<bool, ApiError> {
             let mut new = current.object.clone();
             new["status"] = status;
             meta::set_resource_version(&mut new, current.revision);
-            match objects::update(state, &kind, None, &verdict.name, new, UpdateScope::Status, Some(MANAGER)).await {
+            match objects::update(
+                state,
+                &kind,
+                None,
+                &verdict.name,
+                new,
+                UpdateScope::Status,
+                Some(MANAGER),
+            )
+            .await
+            {
                 Ok(_) | Err(ApiError::Conflict { .. }) | Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -517,7 +563,10 @@ fn condition(type_: &str, ok: bool, reason: &str, message: &str, previous: &Valu
     let since = previous
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(type_)))
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+        })
         .filter(|c| c.get("status").and_then(Value::as_str) == Some(status))
         .and_then(|c| c.get("lastTransitionTime").cloned())
         .unwrap_or_else(|| json!(meta::now_rfc3339()));
@@ -526,7 +575,10 @@ fn condition(type_: &str, ok: bool, reason: &str, message: &str, previous: &Valu
 
 /// The status kube-apiserver's naming and establishing controllers give.
 fn desired_status(crd: &Value, verdict: &Verdict) -> Value {
-    let spec_names = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
+    let spec_names = crd
+        .pointer("/spec/names")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let kind = text(crd, "/spec/names/kind");
     let mut accepted_names = json!({
         "plural": text(crd, "/spec/names/plural"),
@@ -545,13 +597,21 @@ fn desired_status(crd: &Value, verdict: &Verdict) -> Value {
         .cloned()
         .unwrap_or_default();
     if let Some(storage) = &verdict.storage
-        && !stored.iter().any(|v| v.as_str() == Some(storage.version.as_str()))
+        && !stored
+            .iter()
+            .any(|v| v.as_str() == Some(storage.version.as_str()))
     {
         stored.push(json!(storage.version));
     }
     let conditions = match &verdict.accepted {
         Ok(()) => vec![
-            condition("NamesAccepted", true, "NoConflicts", "no conflicts found", crd),
+            condition(
+                "NamesAccepted",
+                true,
+                "NoConflicts",
+                "no conflicts found",
+                crd,
+            ),
             condition(
                 "Established",
                 true,
@@ -566,10 +626,20 @@ fn desired_status(crd: &Value, verdict: &Verdict) -> Value {
         ],
         Err(why) => vec![
             condition("NamesAccepted", false, "NameConflict", why, crd),
-            condition("Established", false, "NotAccepted", "not all names are accepted", crd),
+            condition(
+                "Established",
+                false,
+                "NotAccepted",
+                "not all names are accepted",
+                crd,
+            ),
         ],
     };
-    let accepted_names = if verdict.accepted.is_ok() { accepted_names } else { json!({"plural": "", "kind": ""}) };
+    let accepted_names = if verdict.accepted.is_ok() {
+        accepted_names
+    } else {
+        json!({"plural": "", "kind": ""})
+    };
     json!({"conditions": conditions, "acceptedNames": accepted_names, "storedVersions": stored})
 }
 
@@ -605,11 +675,24 @@ async fn cleanup(state: &Arc<State>, verdict: &Verdict) -> Result<bool, ApiError
             Err(e) => return Err(e),
         };
         let mut new = current.object.clone();
-        if let Some(list) = new.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+        if let Some(list) = new
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        {
             list.retain(|f| f.as_str() != Some(CLEANUP_FINALIZER));
         }
         meta::set_resource_version(&mut new, current.revision);
-        match objects::update(state, &definition, None, &verdict.name, new, UpdateScope::Main, Some(MANAGER)).await {
+        match objects::update(
+            state,
+            &definition,
+            None,
+            &verdict.name,
+            new,
+            UpdateScope::Main,
+            Some(MANAGER),
+        )
+        .await
+        {
             Ok(_) | Err(ApiError::NotFound { .. }) => {
                 refresh(state)?;
                 return Ok(true);
@@ -637,7 +720,11 @@ async fn set_terminating(state: &State, name: &str, deleting: bool) -> Result<()
         "CustomResource deletion is in progress",
         &current.object,
     );
-    let status = meta::as_map(meta::as_map(&mut new).entry("status").or_insert_with(|| json!({})));
+    let status = meta::as_map(
+        meta::as_map(&mut new)
+            .entry("status")
+            .or_insert_with(|| json!({})),
+    );
     let conditions = status.entry("conditions").or_insert_with(|| json!([]));
     if let Some(list) = conditions.as_array_mut() {
         list.retain(|c| c.get("type").and_then(Value::as_str) != Some("Terminating"));
@@ -647,7 +734,17 @@ async fn set_terminating(state: &State, name: &str, deleting: bool) -> Result<()
         return Ok(());
     }
     meta::set_resource_version(&mut new, current.revision);
-    match objects::update(state, &definition, None, name, new, UpdateScope::Status, Some(MANAGER)).await {
+    match objects::update(
+        state,
+        &definition,
+        None,
+        name,
+        new,
+        UpdateScope::Status,
+        Some(MANAGER),
+    )
+    .await
+    {
         Ok(_) | Err(ApiError::Conflict { .. }) | Err(ApiError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -693,7 +790,9 @@ mod tests {
         two_storage["spec"]["versions"][0]["storage"] = json!(true);
         assert_eq!(
             causes(&base, &two_storage),
-            ["spec.versions: Invalid value: 2: must have exactly one version marked as storage version"]
+            [
+                "spec.versions: Invalid value: 2: must have exactly one version marked as storage version"
+            ]
         );
         let mut wrong_name = good.clone();
         wrong_name["metadata"]["name"] = json!("jobs");
