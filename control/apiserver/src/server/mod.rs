@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod objects;
 mod patching;
 pub mod protobuf;
+pub mod rbac;
 mod read;
 pub mod readiness;
 pub mod registry;
