@@ -5,3 +5,4 @@ pub use hami_apiserver::{openapi, patch};
 pub mod cli;
 pub mod controllers;
 pub mod metrics;
+pub mod pki;
