@@ -94,9 +94,6 @@ pub fn check(
         let pruned = super::crd::schema::prune(schema, object);
         super::crd::schema::apply_defaults(schema, object);
         pruned
-            .into_iter()
-            .map(|p| p.trim_start_matches('.').to_owned())
-            .collect()
     } else if message_of(&kind.api_version(), &kind.kind).is_none() {
         return Ok(Vec::new());
     } else {

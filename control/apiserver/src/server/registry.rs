@@ -128,13 +128,13 @@ pub struct GroupVersions {
 /// The kinds a server serves now: a [`Registry`] that CustomResourceDefinitions
 /// replace at run time. Readers take a snapshot ([`Kinds::load`]) and use it
 /// for the whole request; a change swaps in a new registry whole and bumps
-/// the generation subscribers see.
+/// a generation (what the OpenAPI documents are cached under).
 #[derive(Debug)]
 pub struct Kinds {
     /// What the server serves without any CRD (built-in and hami's kinds).
     base: Arc<Registry>,
     current: parking_lot::RwLock<Arc<Registry>>,
-    generation: tokio::sync::watch::Sender<u64>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Kinds {
@@ -143,7 +143,7 @@ impl Kinds {
         Self {
             base: base.clone(),
             current: parking_lot::RwLock::new(base),
-            generation: tokio::sync::watch::Sender::new(0),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -157,20 +157,16 @@ impl Kinds {
         self.current.read().clone()
     }
 
-    /// Swaps in `registry`; subscribers are told.
+    /// Swaps in `registry` and bumps the generation.
     pub fn replace(&self, registry: Registry) {
         *self.current.write() = Arc::new(registry);
-        self.generation.send_modify(|g| *g += 1);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// Counts replacements (0 before the first).
     pub fn generation(&self) -> u64 {
-        *self.generation.borrow()
-    }
-
-    /// Changes whenever the served kinds change.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.generation.subscribe()
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -49,6 +49,7 @@ use std::sync::Arc;
 use hami_api::binding::{ResourceBindingSpec, TargetCluster};
 use hami_api::cluster::Cluster;
 use hami_api::common::{CLUSTER_GROUP, CLUSTER_VERSION, POLICY_GROUP, POLICY_VERSION};
+use hami_api::propagation::Placement;
 use hami_apiserver::ResourceKind;
 use hami_apiserver::keys::{kind_prefix, parse_key};
 use hami_apiserver::objects::Stored;
@@ -60,6 +61,7 @@ use hami_placement::{
 use hami_quota::ReplicaRequest;
 use hami_store::KeyValue;
 use parking_lot::{Mutex, RwLock};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
@@ -528,15 +530,21 @@ impl Shared {
             }
             self.metrics.unschedulable.set(unsched.len() as i64);
             drop(unsched);
-            let duplicated = (status::scheduled_condition(&object) == Some("True"))
-                .then(|| spec_of::<ResourceBindingSpec>(&object))
-                .flatten()
-                .filter(|spec| {
-                    spec.placement
-                        .as_ref()
-                        .is_none_or(|p| strategy_of(p) == Strategy::Duplicated)
-                })
-                .map(|spec| spec.clusters.iter().map(|c| c.name.clone()).collect());
+            // Every binding event passes here: read only the placement and
+            // the target names, not the whole spec.
+            let duplicated = (status::scheduled_condition(&object) == Some("True")
+                && object.pointer("/spec/placement").is_none_or(|p| {
+                    Placement::deserialize(p).is_ok_and(|p| strategy_of(&p) == Strategy::Duplicated)
+                }))
+            .then(|| {
+                object
+                    .pointer("/spec/clusters")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.get("name")?.as_str().map(str::to_owned))
+                    .collect::<BTreeSet<String>>()
+            });
             match duplicated {
                 Some(targets) => {
                     self.duplicated.lock().insert(kv.key.clone(), targets);

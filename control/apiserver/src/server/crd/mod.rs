@@ -25,7 +25,6 @@ pub mod schema;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hami_store::Event;
 use serde_json::{Value, json};
 use tokio::sync::watch as signal;
 
@@ -508,9 +507,8 @@ pub async fn run(state: Arc<State>, mut stop: signal::Receiver<bool>) {
             Duration::from_secs(300)
         };
         tokio::select! {
-            event = watch.events.recv() => {
-                if let Some(Ok(Event::Put { .. } | Event::Delete { .. })) = event {}
-            }
+            // Any event (or the watch ending) means: look again.
+            _ = watch.events.recv() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
