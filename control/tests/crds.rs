@@ -12,6 +12,12 @@
 //! writes the `scale` subresource; `kubectl get` asks for a Table and prints
 //! the CRD's additionalPrinterColumns; `kubectl delete` of a CRD waits until
 //! it is gone (after its objects, behind the cleanup finalizer).
+//!
+//! The members are hami's simulator, which serves CRDs through the same
+//! code as the control plane. A real member's kube-apiserver establishes a
+//! CRD asynchronously (its objects answer 404 for a moment after the CRD
+//! was created); the agent's retry of a kind its member does not serve yet,
+//! checked here with a hand-made Work, is what covers that.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
