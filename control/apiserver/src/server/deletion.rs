@@ -416,6 +416,12 @@ async fn delete_namespace_content(state: &State, ns: &str) {
 
 /// Creates `default` and `kube-system` when they do not exist yet.
 pub async fn ensure_default_namespaces(state: &State) -> Result<(), ApiError> {
+    ensure_namespaces(state, &["default", "kube-system"]).await
+}
+
+/// Creates the namespaces `names` that do not exist yet (e.g. `kube-public`,
+/// which the server creates when authentication is on).
+pub async fn ensure_namespaces(state: &State, names: &[&str]) -> Result<(), ApiError> {
     let Some(kind) = state
         .registry
         .load()
@@ -424,7 +430,7 @@ pub async fn ensure_default_namespaces(state: &State) -> Result<(), ApiError> {
     else {
         return Ok(());
     };
-    for name in ["default", "kube-system"] {
+    for name in names {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         match create(state, &kind, None, object, None).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}

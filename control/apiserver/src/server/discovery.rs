@@ -1,6 +1,10 @@
 //! Discovery documents (`/api`, `/apis`, `/apis/{group}`, the resource lists),
 //! `/version`, and the OpenAPI endpoints.
 //!
+//! Besides the registry's kinds, `authorization.k8s.io/v1` lists the access
+//! reviews (create only, see [`super::auth::reviews`]), which are served by
+//! handlers of their own and stored nowhere (so not in the OpenAPI documents).
+//!
 //! Discovery is served in the legacy format with `Content-Type:
 //! application/json` whatever the client asks for: clients that first ask for
 //! aggregated discovery (`as=APIGroupDiscoveryList`) see a plain document and
@@ -14,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::State;
+use super::auth::reviews;
 use super::dispatch::json_response;
 use super::registry::ResourceKind;
 use super::request::ApiPath;
@@ -103,6 +108,19 @@ fn not_found(what: &str) -> ApiError {
     }
 }
 
+/// The served groups: the registry's, then `authorization.k8s.io` (the
+/// access reviews) unless the registry serves it itself.
+fn served_groups(registry: &super::Registry) -> Vec<super::registry::GroupVersions> {
+    let mut groups = registry.groups();
+    if !groups.iter().any(|g| g.name == reviews::GROUP) {
+        groups.push(super::registry::GroupVersions {
+            name: reviews::GROUP.to_owned(),
+            versions: vec![reviews::VERSION.to_owned()],
+        });
+    }
+    groups
+}
+
 /// Serves a discovery path.
 pub fn serve(state: &Arc<State>, path: &ApiPath) -> Result<Response, ApiError> {
     let registry = state.registry.load();
@@ -115,10 +133,10 @@ pub fn serve(state: &Arc<State>, path: &ApiPath) -> Result<Response, ApiError> {
         ApiPath::Groups => json!({
             "kind": "APIGroupList",
             "apiVersion": "v1",
-            "groups": registry.groups().iter().map(|g| group_json(&g.name, &g.versions)).collect::<Vec<_>>(),
+            "groups": served_groups(&registry).iter().map(|g| group_json(&g.name, &g.versions)).collect::<Vec<_>>(),
         }),
         ApiPath::Group(name) => {
-            let groups = registry.groups();
+            let groups = served_groups(&registry);
             let group = groups
                 .iter()
                 .find(|g| &g.name == name)
@@ -130,6 +148,9 @@ pub fn serve(state: &Arc<State>, path: &ApiPath) -> Result<Response, ApiError> {
         }
         ApiPath::GroupVersion { group, version } => {
             let kinds = registry.resources(group, version);
+            if kinds.is_empty() && group == reviews::GROUP && version == reviews::VERSION {
+                return Ok(json_response(StatusCode::OK, &reviews::discovery_list()));
+            }
             if kinds.is_empty() {
                 return Err(not_found(&format!("{group}/{version}")));
             }

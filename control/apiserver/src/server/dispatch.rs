@@ -6,15 +6,17 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query as AxumQuery, State as AxumState};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Query as AxumQuery, Request, State as AxumState};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 
 use super::State;
+use super::auth::{self, Auth, reviews};
 use super::discovery;
-use super::metrics::{RequestLabels, VerbLabels};
+use super::metrics::{RequestLabels, VerbLabels, user_kind};
+use super::rbac::UserInfo;
 use super::request::{self, ApiPath, Query, Representation, ResourcePath};
 use super::status::ApiError;
 use super::{patching, read, scale, watch, write};
@@ -99,15 +101,24 @@ fn plain_json(code: StatusCode, value: &Value) -> Response {
     response
 }
 
-pub fn router(state: Arc<State>) -> Router {
-    Router::new()
+/// Every route; with `auth`, all of them (also `/metrics` and the probes)
+/// behind [`auth::filter`].
+pub fn router(state: Arc<State>, auth: Option<Arc<Auth>>) -> Router {
+    let router = Router::new()
         .route("/healthz", get(health))
         .route("/livez", get(health))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/version", get(discovery::version))
         .fallback(dispatch)
-        .with_state(state)
+        .with_state(state.clone());
+    match auth {
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(
+            auth::filter::Gate { state, auth },
+            auth::filter,
+        )),
+        None => router,
+    }
 }
 
 async fn health() -> &'static str {
@@ -138,18 +149,18 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) ->
     hami_telemetry::negotiated_metrics_response(&state.metric_registry, &headers)
 }
 
-async fn dispatch(
-    AxumState(state): AxumState<Arc<State>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn dispatch(AxumState(state): AxumState<Arc<State>>, request: Request) -> Response {
     let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers, extensions) =
+        (parts.method, parts.uri, parts.headers, parts.extensions);
+    // Set by the auth filter; absent when authentication is off.
+    let kind = extensions.get::<UserInfo>().map(user_kind);
     let encoding = request::response_encoding(&headers);
     let (verb, resource, response) = ENCODING
         .scope(encoding, async {
-            let (verb, resource, result) = route(&state, method, &uri, headers, body).await;
+            let (verb, resource, result) =
+                route(&state, method, &uri, headers, &extensions, body).await;
             (
                 verb,
                 resource,
@@ -164,6 +175,7 @@ async fn dispatch(
             verb,
             resource,
             code: response.status().as_u16(),
+            user_kind: kind,
         })
         .inc();
     state
@@ -196,11 +208,21 @@ async fn route(
     method: Method,
     uri: &Uri,
     headers: HeaderMap,
+    extensions: &Extensions,
     body: Body,
 ) -> Routed {
     let other = || "other".to_owned();
     if let Some(openapi) = discovery::openapi(state, uri.path(), uri.query()) {
         return ("discovery", other(), openapi);
+    }
+    // The access reviews: create-only, never stored.
+    if let Some(target) = reviews::match_path(uri.path()) {
+        let resource = format!("{}.{}", target.resource.plural, reviews::GROUP);
+        if method != Method::POST {
+            return ("other", resource, Err(method_not_allowed(&method)));
+        }
+        let result = reviews::serve(state, &target, extensions, &headers, body).await;
+        return ("create", resource, result);
     }
     let path = match request::parse_path(&state.registry.load(), uri.path()) {
         Ok(Some(path)) => path,

@@ -1,22 +1,59 @@
 //! API server metrics (prefix `hami_apiserver`). Labels come from fixed sets
-//! only: the verb, the resource as registered (or "other"), the HTTP code.
+//! only: the verb, the resource as registered (or "other"), the HTTP code,
+//! and with authentication on, the kind of user ([`user_kind`]).
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RequestLabels {
     /// get, list, watch, create, update, patch, delete, deletecollection, discovery.
     pub verb: &'static str,
     /// `deployments.apps`, `pods`, or "other" for paths outside the registry.
     pub resource: String,
     pub code: u16,
+    /// [`user_kind`] of the request's user; `None` (no label at all) when
+    /// authentication is off: every request is then the same
+    /// `system:unsecured`, and the series stay as they were before users.
+    pub user_kind: Option<&'static str>,
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("verb", self.verb).encode(encoder.encode_label())?;
+        ("resource", self.resource.as_str()).encode(encoder.encode_label())?;
+        ("code", self.code).encode(encoder.encode_label())?;
+        if let Some(kind) = self.user_kind {
+            ("user_kind", kind).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// The `user_kind` label: `admin` (in `system:masters`), `agent` (a hami
+/// agent, `system:hami:agent:*`), `serviceaccount`, `anonymous`, or `user`.
+pub fn user_kind(user: &crate::server::rbac::UserInfo) -> &'static str {
+    if user
+        .groups
+        .iter()
+        .any(|g| g == crate::server::rbac::SYSTEM_MASTERS)
+    {
+        "admin"
+    } else if user.name.starts_with("system:hami:agent:") {
+        "agent"
+    } else if user.name.starts_with("system:serviceaccount:") {
+        "serviceaccount"
+    } else if user.name == "system:anonymous" {
+        "anonymous"
+    } else {
+        "user"
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +68,8 @@ pub struct ApiMetrics {
     pub latency: Family<VerbLabels, Histogram>,
     pub open_watches: Gauge,
     pub store_revision: Gauge<u64, AtomicU64>,
+    /// RBAC objects the current policy left out (unreadable, duplicate).
+    pub rbac_skipped_objects: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -71,11 +110,18 @@ impl ApiMetrics {
             "The store's current global revision",
             store_revision.clone(),
         );
+        let rbac_skipped_objects = Gauge::default();
+        sub.register(
+            "rbac_skipped_objects",
+            "Roles, ClusterRoles and bindings left out of the RBAC policy because they cannot be read",
+            rbac_skipped_objects.clone(),
+        );
         Self {
             requests,
             latency,
             open_watches,
             store_revision,
+            rbac_skipped_objects,
         }
     }
 }
@@ -93,5 +139,68 @@ impl WatchGuard {
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::server::rbac::UserInfo;
+
+    #[test]
+    fn user_kinds() {
+        let user = |name: &str, groups: &[&str]| UserInfo {
+            name: name.to_owned(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        };
+        let cases = [
+            (user("kubernetes-admin", &["system:masters"]), "admin"),
+            (user("system:hami:agent:m1", &["system:masters"]), "admin"),
+            (
+                user("system:hami:agent:m1", &["system:hami:agents"]),
+                "agent",
+            ),
+            (user("system:serviceaccount:ns:sa", &[]), "serviceaccount"),
+            (
+                user("system:anonymous", &["system:unauthenticated"]),
+                "anonymous",
+            ),
+            (user("alice", &["system:authenticated"]), "user"),
+        ];
+        for (u, want) in cases {
+            assert_eq!(user_kind(&u), want, "{u:?}");
+        }
+    }
+
+    #[test]
+    fn user_kind_label_is_left_out_when_unknown() {
+        let mut registry = Registry::default();
+        let metrics = ApiMetrics::register(&mut registry);
+        for user_kind in [None, Some("user")] {
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    verb: "get",
+                    resource: "pods".into(),
+                    code: 200,
+                    user_kind,
+                })
+                .inc();
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(
+                r#"hami_apiserver_requests_total{verb="get",resource="pods",code="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"hami_apiserver_requests_total{verb="get",resource="pods",code="200",user_kind="user"} 1"#
+            ),
+            "{text}"
+        );
     }
 }

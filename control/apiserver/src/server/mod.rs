@@ -4,6 +4,7 @@
 //! object is handled as JSON. Start one in-process with [`spawn`] (tests, the
 //! member-cluster simulator) or build the router with [`ApiServer::router`].
 
+pub mod auth;
 pub mod builtin;
 pub mod crd;
 pub mod deletion;
@@ -57,6 +58,10 @@ pub struct ServerConfig {
     pub bookmark_interval: Duration,
     /// Extra validation of created and updated objects (hami's kinds).
     pub validator: Option<Validator>,
+    /// Authentication and RBAC; `None` serves every request as
+    /// `system:unsecured` in `system:masters` (kube's old insecure port):
+    /// simulated members, tests, `hami up --insecure-http`.
+    pub auth: Option<auth::AuthOptions>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +70,7 @@ impl Default for ServerConfig {
             body_limit: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(30),
             validator: None,
+            auth: None,
         }
     }
 }
@@ -93,6 +99,8 @@ pub struct State {
 #[derive(Clone)]
 pub struct ApiServer {
     state: Arc<State>,
+    /// Authentication and RBAC, when [`ServerConfig::auth`] turns them on.
+    auth: Option<Arc<auth::Auth>>,
 }
 
 impl ApiServer {
@@ -106,7 +114,12 @@ impl ApiServer {
         metric_registry: Arc<prometheus_client::registry::Registry>,
         shutdown: signal::Receiver<bool>,
     ) -> Self {
+        let auth = config
+            .auth
+            .as_ref()
+            .map(|options| Arc::new(auth::Auth::new(options, metrics.clone())));
         let server = Self {
+            auth,
             state: Arc::new(State {
                 store,
                 registry: Arc::new(registry::Kinds::new(registry)),
@@ -123,30 +136,69 @@ impl ApiServer {
         if let Err(e) = crd::refresh(&server.state) {
             tracing::warn!(error = %e, "reading the stored CustomResourceDefinitions");
         }
+        // The RBAC objects stored before a restart authorize the first request.
+        if let Some(auth) = &server.auth
+            && let Err(e) = auth::follower::refresh(&server.state, auth)
+        {
+            tracing::warn!(error = %e, "reading the stored RBAC objects");
+        }
         server
     }
 
     /// Keeps the served kinds and the CRDs' status in step with the stored
-    /// CustomResourceDefinitions until `stop` turns true (see [`crd::run`]).
+    /// CustomResourceDefinitions until `stop` turns true (see [`crd::run`]),
+    /// and, when authentication is on, the RBAC policy in step with the
+    /// stored Roles, ClusterRoles and bindings ([`auth::follower::run`]).
+    /// The handle ends when both have stopped.
     pub fn spawn_crd_controller(
         &self,
         stop: signal::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(crd::run(self.state.clone(), stop))
+        let crds = crd::run(self.state.clone(), stop.clone());
+        let rbac = self
+            .auth
+            .clone()
+            .map(|auth| auth::follower::run(self.state.clone(), auth, stop));
+        tokio::spawn(async move {
+            match rbac {
+                Some(rbac) => {
+                    tokio::join!(crds, rbac);
+                }
+                None => crds.await,
+            }
+        })
     }
 
     pub fn state(&self) -> &Arc<State> {
         &self.state
     }
 
-    /// Creates `default` and `kube-system` if missing.
-    pub async fn ensure_default_namespaces(&self) -> Result<(), ApiError> {
-        deletion::ensure_default_namespaces(&self.state).await
+    /// Authentication and RBAC at run time (`None` when off).
+    pub fn auth(&self) -> Option<&Arc<auth::Auth>> {
+        self.auth.as_ref()
     }
 
-    /// The HTTP router (API, discovery, /healthz, /readyz, /metrics).
+    /// Creates `default` and `kube-system` if missing; with authentication
+    /// on, also `kube-public` and kube's default RBAC objects
+    /// ([`auth::ensure_default_rbac`]), then reads the policy. Fails when the
+    /// authentication settings could not be loaded (e.g. a bad line in the
+    /// token file), so a server never starts without its users.
+    pub async fn ensure_default_namespaces(&self) -> Result<(), ApiError> {
+        if let Some(error) = self.auth.as_ref().and_then(|a| a.startup_error()) {
+            return Err(ApiError::internal(error));
+        }
+        deletion::ensure_default_namespaces(&self.state).await?;
+        if let Some(auth) = &self.auth {
+            auth::ensure_default_rbac(&self.state).await?;
+            auth::follower::refresh(&self.state, auth)?;
+        }
+        Ok(())
+    }
+
+    /// The HTTP router (API, discovery, /healthz, /readyz, /metrics), behind
+    /// authentication and authorization when they are on.
     pub fn router(&self) -> axum::Router {
-        dispatch::router(self.state.clone())
+        dispatch::router(self.state.clone(), self.auth.clone())
     }
 
     /// Serves on `listener` until `shutdown` resolves.

@@ -53,6 +53,20 @@ fn valid_name(name: &str) -> bool {
             .is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
+/// kube's `path.IsValidPathSegmentName`: why `name` cannot be a path segment.
+fn invalid_path_segment(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("name or generateName is required".into());
+    }
+    if name == "." || name == ".." {
+        return Some(format!("may not be '{name}'"));
+    }
+    ["/", "%"]
+        .iter()
+        .find(|bad| name.contains(*bad))
+        .map(|bad| format!("may not contain '{bad}'"))
+}
+
 /// Reads one object.
 pub fn get(
     state: &State,
@@ -139,7 +153,17 @@ fn check_namespace(
 fn validate(state: &State, kind: &ResourceKind, object: &Value) -> Result<(), ApiError> {
     let name = meta::meta_str(object, "name").unwrap_or_default();
     let mut causes = Vec::new();
-    if !valid_name(name) {
+    if kind.group == "rbac.authorization.k8s.io" {
+        // kube's ValidateRBACName (path.IsValidPathSegmentName): any name
+        // a URL path segment can carry, `system:masters`-style included.
+        if let Some(why) = invalid_path_segment(name) {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                "metadata.name",
+                format!("Invalid value: {name:?}: {why}"),
+            ));
+        }
+    } else if !valid_name(name) {
         causes.push(Cause::new(
             "FieldValueInvalid",
             "metadata.name",

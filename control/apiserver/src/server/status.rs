@@ -39,6 +39,10 @@ pub struct Target {
 pub enum ApiError {
     #[error("{message}")]
     BadRequest { message: String },
+    /// 401: no valid credentials (kube-apiserver's body says only
+    /// "Unauthorized"; why is logged, never told to the client).
+    #[error("Unauthorized")]
+    Unauthorized,
     #[error("{message}")]
     NotFound { message: String, target: Target },
     /// 403: the request is understood and refused (e.g. new content in a
@@ -95,6 +99,20 @@ impl ApiError {
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
         Self::NotFound {
             message: format!("{} \"{name}\" not found", group_resource(group, resource)),
+            target: Target {
+                name: name.to_owned(),
+                group: group.to_owned(),
+                kind: resource.to_owned(),
+            },
+        }
+    }
+
+    /// 403 from an authorizer: `message` is kube's whole text; the details
+    /// name the object, the API group and the resource, as kube's
+    /// `responsewriters.Forbidden` fills them.
+    pub fn forbidden(message: impl Into<String>, group: &str, resource: &str, name: &str) -> Self {
+        Self::Forbidden {
+            message: message.into(),
             target: Target {
                 name: name.to_owned(),
                 group: group.to_owned(),
@@ -228,6 +246,7 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             Self::BadRequest { .. } => 400,
+            Self::Unauthorized => 401,
             Self::Forbidden { .. } => 403,
             Self::NotFound { .. } => 404,
             Self::MethodNotAllowed { .. } => 405,
@@ -248,6 +267,7 @@ impl ApiError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::BadRequest { .. } => "BadRequest",
+            Self::Unauthorized => "Unauthorized",
             Self::Forbidden { .. } => "Forbidden",
             Self::NotFound { .. } => "NotFound",
             Self::MethodNotAllowed { .. } => "MethodNotAllowed",
@@ -299,10 +319,17 @@ fn group_resource(group: &str, resource: &str) -> String {
     }
 }
 
+/// kube's `StatusDetails`: empty fields are left out (Go's omitempty).
 fn target_json(target: &Target, causes: &[Cause]) -> Value {
-    let mut details = json!({"name": target.name, "kind": target.kind});
-    if !target.group.is_empty() {
-        details["group"] = json!(target.group);
+    let mut details = json!({});
+    for (field, value) in [
+        ("name", &target.name),
+        ("group", &target.group),
+        ("kind", &target.kind),
+    ] {
+        if !value.is_empty() {
+            details[field] = json!(value);
+        }
     }
     if !causes.is_empty() {
         details["causes"] = causes
@@ -371,5 +398,13 @@ mod tests {
         );
         assert_eq!(gone.status()["code"], 410);
         assert_eq!(gone.reason(), "Expired");
+    }
+
+    #[test]
+    fn unauthorized_is_kubes_exact_body() {
+        assert_eq!(
+            ApiError::Unauthorized.status().to_string(),
+            r#"{"apiVersion":"v1","code":401,"kind":"Status","message":"Unauthorized","metadata":{},"reason":"Unauthorized","status":"Failure"}"#
+        );
     }
 }

@@ -142,6 +142,11 @@ pub fn default_cluster_roles() -> Vec<Value> {
             None,
             vec![url_rule("get", health)],
         ),
+        cluster_role(
+            "system:monitoring",
+            None,
+            vec![url_rule("get", MONITORING_URLS)],
+        ),
         aggregated_role("admin", None, AGGREGATE_TO_ADMIN),
         aggregated_role("edit", admin, AGGREGATE_TO_EDIT),
         aggregated_role("view", edit, AGGREGATE_TO_VIEW),
@@ -154,8 +159,8 @@ pub fn default_cluster_roles() -> Vec<Value> {
 }
 
 /// kube's default ClusterRoleBindings for the roles above: `cluster-admin` to
-/// `system:masters`, discovery and basic-user to `system:authenticated`, and
-/// public-info-viewer to everyone.
+/// `system:masters`, discovery and basic-user to `system:authenticated`,
+/// public-info-viewer to everyone, and monitoring to `system:monitoring`.
 pub fn default_cluster_role_bindings() -> Vec<Value> {
     let binding = |name: &str, groups: &str| {
         let subjects: Vec<Value> = words(groups)
@@ -178,5 +183,37 @@ pub fn default_cluster_role_bindings() -> Vec<Value> {
             "system:public-info-viewer",
             "system:authenticated system:unauthenticated",
         ),
+        binding("system:monitoring", MONITORING_GROUP),
     ]
+}
+
+/// The namespace kubeadm (and kube-apiserver) keep readable by anyone.
+pub const KUBE_PUBLIC: &str = "kube-public";
+/// kubeadm's Role and RoleBinding that let anonymous clients read the
+/// `cluster-info` ConfigMap (what joining agents start from).
+pub const CLUSTER_INFO_ROLE: &str = "kubeadm:bootstrap-signer-clusterinfo";
+/// The group kube binds to `system:monitoring` (metrics and health probes).
+pub const MONITORING_GROUP: &str = "system:monitoring";
+/// kube's `system:monitoring` URLs.
+const MONITORING_URLS: &str =
+    "/metrics /metrics/slis /livez /readyz /healthz /livez/* /readyz/* /healthz/*";
+
+/// kubeadm's namespaced defaults, in [`KUBE_PUBLIC`]: Roles, then RoleBindings.
+pub fn default_namespaced_rbac() -> (Vec<Value>, Vec<Value>) {
+    let meta = json!({"name": CLUSTER_INFO_ROLE, "namespace": KUBE_PUBLIC});
+    let role = json!({
+        "apiVersion": RBAC_V1,
+        "kind": "Role",
+        "metadata": meta,
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                   "resourceNames": ["cluster-info"], "verbs": ["get"]}],
+    });
+    let binding = json!({
+        "apiVersion": RBAC_V1,
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": CLUSTER_INFO_ROLE},
+        "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": "system:anonymous"}],
+    });
+    (vec![role], vec![binding])
 }

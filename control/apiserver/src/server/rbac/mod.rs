@@ -98,6 +98,14 @@ impl Decision {
     }
 }
 
+/// An access review's answer (see [`Policy::review`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    pub allowed: bool,
+    /// Why it is allowed; when not, the RBAC errors met, or `""`.
+    pub reason: String,
+}
+
 fn text(value: &Option<String>) -> &str {
     value.as_deref().unwrap_or("")
 }
@@ -650,31 +658,53 @@ impl Policy {
     /// denies with kube-apiserver's 403 message (followed by `: RBAC: <errors>`
     /// when an applying binding names a missing role, as kube does).
     pub fn authorize(&self, user: &UserInfo, attrs: &Attributes) -> Decision {
+        match self.evaluate(user, attrs) {
+            Ok(reason) => Decision::Allow { reason },
+            Err(errors) => Decision::Deny {
+                message: forbidden_message(user, attrs, &errors),
+            },
+        }
+    }
+
+    /// What an access review answers (kube's RBAC authorizer seen through a
+    /// SubjectAccessReview): allowed with the reason naming the binding, or
+    /// not allowed with `reason` empty unless applying bindings name missing
+    /// roles (`RBAC: <errors>`). RBAC never denies outright, so kube's
+    /// `denied` stays false.
+    pub fn review(&self, user: &UserInfo, attrs: &Attributes) -> Review {
+        match self.evaluate(user, attrs) {
+            Ok(reason) => Review {
+                allowed: true,
+                reason,
+            },
+            Err(errors) => Review {
+                allowed: false,
+                reason: rbac_errors(&errors),
+            },
+        }
+    }
+
+    /// The allow reason, or the role-resolution errors met on the way.
+    fn evaluate(&self, user: &UserInfo, attrs: &Attributes) -> Result<String, Vec<String>> {
         if user.groups.iter().any(|g| g == SYSTEM_MASTERS) {
             let admin = quote("cluster-admin");
-            return Decision::Allow {
-                reason: format!(
-                    "RBAC: allowed by ClusterRoleBinding {admin} of ClusterRole {admin} to Group {}",
-                    quote(SYSTEM_MASTERS)
-                ),
-            };
+            return Ok(format!(
+                "RBAC: allowed by ClusterRoleBinding {admin} of ClusterRole {admin} to Group {}",
+                quote(SYSTEM_MASTERS)
+            ));
         }
         let mut errors: Vec<String> = Vec::new();
         for (binding, subject) in self.grants(user, attrs.namespace()) {
             match self.rules_of(binding) {
                 Ok(rules) if rules.iter().any(|rule| rule.allows(attrs)) => {
-                    return Decision::Allow {
-                        reason: format!("RBAC: allowed by {}", binding.describe(subject)),
-                    };
+                    return Ok(format!("RBAC: allowed by {}", binding.describe(subject)));
                 }
                 Ok(_) => {}
                 Err(error) if !errors.contains(&error) => errors.push(error),
                 Err(_) => {}
             }
         }
-        Decision::Deny {
-            message: forbidden_message(user, attrs, &errors),
-        }
+        Err(errors)
     }
 
     /// What a SelfSubjectRulesReview answers for `user` in `namespace` (`""`:
@@ -747,6 +777,16 @@ fn quote(s: &str) -> String {
     out
 }
 
+/// `RBAC: <error>` or `RBAC: [<e1>, <e2>]` (kube's `utilerrors` aggregate),
+/// `""` without errors.
+fn rbac_errors(errors: &[String]) -> String {
+    match errors {
+        [] => String::new(),
+        [one] => format!("RBAC: {one}"),
+        many => format!("RBAC: [{}]", many.join(", ")),
+    }
+}
+
 /// kube's 403 text: `apierrors.NewForbidden` around `forbiddenMessage`
 /// (sanitized against HTML like kube's responsewriters), then the RBAC
 /// resolution errors, aggregated as kube's `utilerrors` prints them.
@@ -795,10 +835,10 @@ fn forbidden_message(user: &UserInfo, attrs: &Attributes, errors: &[String]) -> 
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
-    match errors {
-        [] => {}
-        [one] => detail.push_str(&format!(": RBAC: {one}")),
-        many => detail.push_str(&format!(": RBAC: [{}]", many.join(", "))),
+    let errors = rbac_errors(errors);
+    if !errors.is_empty() {
+        detail.push_str(": ");
+        detail.push_str(&errors);
     }
     match (qualified.is_empty(), name.is_empty()) {
         (true, _) => format!("forbidden: {detail}"),
@@ -808,7 +848,10 @@ fn forbidden_message(user: &UserInfo, attrs: &Attributes, errors: &[String]) -> 
 }
 
 mod defaults;
-pub use defaults::{default_cluster_role_bindings, default_cluster_roles};
+pub use defaults::{
+    CLUSTER_INFO_ROLE, KUBE_PUBLIC, MONITORING_GROUP, default_cluster_role_bindings,
+    default_cluster_roles, default_namespaced_rbac,
+};
 use defaults::{rule, url_rule};
 
 #[cfg(test)]

@@ -1060,3 +1060,94 @@ fn quote_follows_go() {
         assert_eq!(quote(input), want);
     }
 }
+
+#[test]
+fn reviews_answer_like_kubes_access_reviews() {
+    let policy = defaults_with(
+        &[],
+        &[
+            role_binding(
+                "ns",
+                "view",
+                "ClusterRole",
+                "view",
+                json!([subject("User", "u", "")]),
+            ),
+            role_binding(
+                "ns",
+                "gone",
+                "Role",
+                "gone",
+                json!([subject("User", "u", "")]),
+            ),
+        ],
+        &[],
+    );
+    let u = user("u", &["system:authenticated"]);
+    // Allowed: the reason names the binding, as authorize's does.
+    let attrs = req("list", "", "pods", "ns", "");
+    assert_eq!(
+        policy.review(&u, &attrs),
+        Review {
+            allowed: true,
+            reason: reason(&policy, &u, &attrs),
+        }
+    );
+    // Not allowed: no 403 text, only the RBAC errors met (kube's reason).
+    assert_eq!(
+        policy.review(&u, &req("create", "", "pods", "ns", "")),
+        Review {
+            allowed: false,
+            reason: r#"RBAC: role.rbac.authorization.k8s.io "gone" not found"#.to_owned(),
+        }
+    );
+    assert_eq!(
+        policy.review(&u, &req("create", "", "pods", "other", "")),
+        Review {
+            allowed: false,
+            reason: String::new(),
+        }
+    );
+    assert!(
+        policy
+            .review(&user("m", &[SYSTEM_MASTERS]), &path("delete", "/x"))
+            .allowed
+    );
+}
+
+#[test]
+fn monitoring_and_cluster_info_defaults() {
+    let (roles, role_bindings) = default_namespaced_rbac();
+    let policy = Policy::build(
+        &roles,
+        &default_cluster_roles(),
+        &role_bindings,
+        &default_cluster_role_bindings(),
+    );
+    assert_eq!(policy.skipped(), &[] as &[String]);
+    let prometheus = user("prometheus", &[MONITORING_GROUP, "system:authenticated"]);
+    for url in ["/metrics", "/metrics/slis", "/readyz/etcd", "/healthz"] {
+        assert!(allowed(&policy, &prometheus, &path("get", url)), "{url}");
+    }
+    assert!(!allowed(&policy, &prometheus, &path("post", "/metrics")));
+    let someone = user("alice", &["system:authenticated"]);
+    assert!(!allowed(&policy, &someone, &path("get", "/metrics")));
+    // Anonymous reads cluster-info in kube-public, and nothing else there.
+    let anonymous = user("system:anonymous", &["system:unauthenticated"]);
+    let info = req("get", "", "configmaps", KUBE_PUBLIC, "cluster-info");
+    assert!(allowed(&policy, &anonymous, &info));
+    assert_eq!(
+        reason(&policy, &anonymous, &info),
+        r#"RBAC: allowed by RoleBinding "kubeadm:bootstrap-signer-clusterinfo/kube-public" of Role "kubeadm:bootstrap-signer-clusterinfo" to User "system:anonymous""#
+    );
+    for other in [
+        req("get", "", "configmaps", KUBE_PUBLIC, "other"),
+        req("list", "", "configmaps", KUBE_PUBLIC, ""),
+        req("update", "", "configmaps", KUBE_PUBLIC, "cluster-info"),
+        req("get", "", "configmaps", "default", "cluster-info"),
+    ] {
+        assert!(!allowed(&policy, &anonymous, &other), "{other:?}");
+    }
+    assert!(allowed(&policy, &anonymous, &path("get", "/healthz")));
+    assert!(!allowed(&policy, &someone, &info));
+}
