@@ -133,6 +133,7 @@ async fn start() -> Server {
     start_with(
         Some(AuthOptions {
             token_auth_file: Some(tokens),
+            ..AuthOptions::default()
         }),
         dir,
     )
@@ -941,6 +942,7 @@ async fn a_bad_token_file_stops_start_up_naming_the_line() {
         ServerConfig {
             auth: Some(AuthOptions {
                 token_auth_file: Some(path.clone()),
+                ..AuthOptions::default()
             }),
             ..ServerConfig::default()
         },

@@ -2,7 +2,7 @@
 //! every path under `/api` and `/apis` that maps method and path to a verb.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -10,11 +10,13 @@ use axum::extract::{Query as AxumQuery, Request, State as AxumState};
 use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use serde_json::Value;
 
 use super::State;
 use super::auth::{self, Auth, reviews};
 use super::discovery;
+use super::limits::{self, Limiter};
 use super::metrics::{RequestLabels, VerbLabels, user_kind};
 use super::rbac::UserInfo;
 use super::request::{self, ApiPath, Query, Representation, ResourcePath};
@@ -101,9 +103,15 @@ fn plain_json(code: StatusCode, value: &Value) -> Response {
     response
 }
 
-/// Every route; with `auth`, all of them (also `/metrics` and the probes)
-/// behind [`auth::filter`].
-pub fn router(state: Arc<State>, auth: Option<Arc<Auth>>) -> Router {
+/// Every route, behind (outermost first) the header size limit
+/// ([`limits::headers`]), with `auth` [`auth::filter`] (also for `/metrics`
+/// and the probes), and the per-user limits ([`limits::filter`]), which so
+/// see the authenticated user.
+pub fn router(state: Arc<State>, auth: Option<Arc<Auth>>, limiter: Arc<Limiter>) -> Router {
+    let gate = limits::Gate {
+        state: state.clone(),
+        limiter,
+    };
     let router = Router::new()
         .route("/healthz", get(health))
         .route("/livez", get(health))
@@ -111,14 +119,19 @@ pub fn router(state: Arc<State>, auth: Option<Arc<Auth>>) -> Router {
         .route("/metrics", get(metrics))
         .route("/version", get(discovery::version))
         .fallback(dispatch)
-        .with_state(state.clone());
-    match auth {
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            limits::filter,
+        ));
+    let router = match auth {
         Some(auth) => router.layer(axum::middleware::from_fn_with_state(
             auth::filter::Gate { state, auth },
             auth::filter,
         )),
         None => router,
-    }
+    };
+    router.layer(axum::middleware::from_fn_with_state(gate, limits::headers))
 }
 
 async fn health() -> &'static str {
@@ -186,19 +199,53 @@ async fn dispatch(AxumState(state): AxumState<Arc<State>>, request: Request) -> 
     response
 }
 
-/// Reads the body within the size limit (413 beyond it).
+/// How much of a body past the limit is read (and thrown away) before the
+/// 413 goes out, and for how long at most: a client still writing its body
+/// then reads the 413 instead of a reset connection. Go's net/http, and so
+/// kube-apiserver, read 256 KiB the same way.
+const DRAIN_BYTES: usize = 256 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads the body within the size limit (413 beyond it). Every route that
+/// reads a body reads it here.
 pub async fn read_body(state: &State, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.config.body_limit;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    let mut stream = body.into_data_stream();
+    if let Some(length) = declared.filter(|n| *n > limit) {
+        if length - limit <= DRAIN_BYTES {
+            drain(&mut stream, length).await;
+        }
         return Err(ApiError::TooLarge { limit });
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::TooLarge { limit })
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            drain(&mut stream, DRAIN_BYTES).await;
+            return Err(ApiError::TooLarge { limit });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Reads and drops up to `at_most` bytes of what is left of a body, for at
+/// most [`DRAIN_TIME`].
+async fn drain(stream: &mut axum::body::BodyDataStream, at_most: usize) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut read = 0;
+        while read < at_most
+            && let Some(Ok(chunk)) = stream.next().await
+        {
+            read += chunk.len();
+        }
+    })
+    .await;
 }
 
 type Routed = (&'static str, String, Result<Response, ApiError>);

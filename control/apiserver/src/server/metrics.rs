@@ -1,6 +1,7 @@
 //! API server metrics (prefix `hami_apiserver`). Labels come from fixed sets
 //! only: the verb, the resource as registered (or "other"), the HTTP code,
-//! and with authentication on, the kind of user ([`user_kind`]).
+//! and with authentication on, the kind of user ([`user_kind`]); the reason
+//! of a [`limits`](super::limits) refusal and the kind of request held.
 
 use std::sync::atomic::AtomicU64;
 
@@ -56,9 +57,84 @@ pub fn user_kind(user: &crate::server::rbac::UserInfo) -> &'static str {
     }
 }
 
+/// A request's verb as a label (a fixed set; anything else is "other").
+pub fn verb_label(verb: &str) -> &'static str {
+    const VERBS: [&str; 14] = [
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+        "impersonate",
+        "post",
+        "put",
+        "head",
+        "options",
+        "connect",
+    ];
+    VERBS
+        .iter()
+        .find(|v| **v == verb)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The `verb` and `resource` labels of a request answered before the
+/// dispatcher saw it (refused by a filter): the verb from a fixed set, the
+/// resource a served kind's `plural.group` or an access review's, else
+/// "other" (never text taken from the path as is).
+pub fn request_labels(
+    state: &crate::server::State,
+    attrs: &crate::server::rbac::Attributes,
+) -> (&'static str, String) {
+    use crate::server::auth::reviews;
+    use crate::server::rbac::Attributes;
+    match attrs {
+        Attributes::NonResource { verb, .. } => (verb_label(verb), "other".to_owned()),
+        Attributes::Resource {
+            verb,
+            api_group,
+            resource,
+            ..
+        } => {
+            let registry = state.registry.load();
+            let served = registry
+                .kinds()
+                .iter()
+                .find(|k| &k.group == api_group && &k.plural == resource)
+                .map(|k| k.group_resource());
+            let label = served
+                .or_else(|| {
+                    reviews::resource(api_group, resource)
+                        .map(|r| format!("{}.{}", r.plural, reviews::GROUP))
+                })
+                .unwrap_or_else(|| "other".to_owned());
+            (verb_label(verb), label)
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabels {
     pub verb: &'static str,
+}
+
+/// Why [`limits`](super::limits) refused a request: `rate`, `in_flight`,
+/// `watches`, `users` (too many users hold requests at once) or
+/// `header_size`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: &'static str,
+}
+
+/// What an admitted request holds: `readonly` or `mutating` (requests other
+/// than watches, until their response is sent) or `watch`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InflightLabels {
+    pub kind: &'static str,
 }
 
 /// Handles to the API server's metrics.
@@ -70,6 +146,12 @@ pub struct ApiMetrics {
     pub store_revision: Gauge<u64, AtomicU64>,
     /// RBAC objects the current policy left out (unreadable, duplicate).
     pub rbac_skipped_objects: Gauge,
+    /// Requests refused by the per-user limits and the header size limit.
+    pub rejected_requests: Family<RejectLabels, Counter>,
+    /// Requests and watches admitted by the limits and not yet done.
+    pub inflight_requests: Family<InflightLabels, Gauge>,
+    /// Watches closed because their client left its buffer full too long.
+    pub slow_watches_closed: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -116,12 +198,33 @@ impl ApiMetrics {
             "Roles, ClusterRoles and bindings left out of the RBAC policy because they cannot be read",
             rbac_skipped_objects.clone(),
         );
+        let rejected_requests = Family::<RejectLabels, Counter>::default();
+        sub.register(
+            "rejected_requests",
+            "Requests refused by the per-user limits (429) or the header size limit (431), by reason",
+            rejected_requests.clone(),
+        );
+        let inflight_requests = Family::<InflightLabels, Gauge>::default();
+        sub.register(
+            "inflight_requests",
+            "Requests the per-user limits admitted and whose responses are not yet sent, by kind (readonly, mutating, watch)",
+            inflight_requests.clone(),
+        );
+        let slow_watches_closed = Counter::default();
+        sub.register(
+            "slow_watches_closed",
+            "Watches closed because their client took no event for the stall timeout while its buffer was full",
+            slow_watches_closed.clone(),
+        );
         Self {
             requests,
             latency,
             open_watches,
             store_revision,
             rbac_skipped_objects,
+            rejected_requests,
+            inflight_requests,
+            slow_watches_closed,
         }
     }
 }
@@ -170,6 +273,38 @@ mod tests {
         ];
         for (u, want) in cases {
             assert_eq!(user_kind(&u), want, "{u:?}");
+        }
+    }
+
+    #[test]
+    fn verb_labels_come_from_a_fixed_set() {
+        assert_eq!(verb_label("list"), "list");
+        assert_eq!(verb_label("watch"), "watch");
+        assert_eq!(verb_label("PROPFIND-anything"), "other");
+        assert_eq!(verb_label(""), "other");
+    }
+
+    #[test]
+    fn limit_metrics_are_named_as_documented() {
+        let mut registry = Registry::default();
+        let metrics = ApiMetrics::register(&mut registry);
+        metrics
+            .rejected_requests
+            .get_or_create(&RejectLabels { reason: "rate" })
+            .inc();
+        metrics
+            .inflight_requests
+            .get_or_create(&InflightLabels { kind: "watch" })
+            .inc();
+        metrics.slow_watches_closed.inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"hami_apiserver_rejected_requests_total{reason="rate"} 1"#,
+            r#"hami_apiserver_inflight_requests{kind="watch"} 1"#,
+            "hami_apiserver_slow_watches_closed_total 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
         }
     }
 

@@ -14,6 +14,7 @@ mod dryrun;
 pub mod fields;
 pub mod hami_kinds;
 pub mod keys;
+pub mod limits;
 pub mod meta;
 pub mod metrics;
 pub mod objects;
@@ -42,6 +43,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
 
+pub use limits::Limits;
 pub use metrics::ApiMetrics;
 pub use registry::{Kinds, Registry, ResourceKind};
 pub use status::{ApiError, Cause};
@@ -52,7 +54,8 @@ pub type Validator = Arc<dyn Fn(&str, &str, &Value) -> Result<(), Vec<Cause>> + 
 /// Server settings.
 #[derive(Clone)]
 pub struct ServerConfig {
-    /// Largest accepted request body (bigger: 413).
+    /// Largest accepted request body (bigger: 413), on every route that
+    /// reads one.
     pub body_limit: usize,
     /// Interval of BOOKMARK events on watches that allow them.
     pub bookmark_interval: Duration,
@@ -62,6 +65,11 @@ pub struct ServerConfig {
     /// `system:unsecured` in `system:masters` (kube's old insecure port):
     /// simulated members, tests, `hami up --insecure-http`.
     pub auth: Option<auth::AuthOptions>,
+    /// Per-user request rate, requests in flight and open watches (429 with
+    /// `Retry-After`), the header size limit (431) and how long a watch may
+    /// leave its buffer full: see [`limits`]. They apply with or without
+    /// authentication (without it, every request is one user).
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +79,7 @@ impl Default for ServerConfig {
             bookmark_interval: Duration::from_secs(30),
             validator: None,
             auth: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -101,6 +110,8 @@ pub struct ApiServer {
     state: Arc<State>,
     /// Authentication and RBAC, when [`ServerConfig::auth`] turns them on.
     auth: Option<Arc<auth::Auth>>,
+    /// The per-user limits ([`ServerConfig::limits`]).
+    limiter: Arc<limits::Limiter>,
 }
 
 impl ApiServer {
@@ -114,12 +125,18 @@ impl ApiServer {
         metric_registry: Arc<prometheus_client::registry::Registry>,
         shutdown: signal::Receiver<bool>,
     ) -> Self {
-        let auth = config
-            .auth
-            .as_ref()
-            .map(|options| Arc::new(auth::Auth::new(options, metrics.clone())));
+        let auth = config.auth.as_ref().map(|options| {
+            let auth = auth::Auth::new(options, metrics.clone());
+            Arc::new(if options.bootstrap_tokens {
+                auth.with_bootstrap_tokens(store.clone())
+            } else {
+                auth
+            })
+        });
+        let limiter = Arc::new(limits::Limiter::new(&config.limits, metrics.clone()));
         let server = Self {
             auth,
+            limiter,
             state: Arc::new(State {
                 store,
                 registry: Arc::new(registry::Kinds::new(registry)),
@@ -178,6 +195,11 @@ impl ApiServer {
         self.auth.as_ref()
     }
 
+    /// The per-user limits at run time.
+    pub fn limiter(&self) -> &Arc<limits::Limiter> {
+        &self.limiter
+    }
+
     /// Creates `default` and `kube-system` if missing; with authentication
     /// on, also `kube-public` and kube's default RBAC objects
     /// ([`auth::ensure_default_rbac`]), then reads the policy. Fails when the
@@ -196,9 +218,10 @@ impl ApiServer {
     }
 
     /// The HTTP router (API, discovery, /healthz, /readyz, /metrics), behind
-    /// authentication and authorization when they are on.
+    /// the header size limit, authentication and authorization when they are
+    /// on, and the per-user limits (see [`limits`]).
     pub fn router(&self) -> axum::Router {
-        dispatch::router(self.state.clone(), self.auth.clone())
+        dispatch::router(self.state.clone(), self.auth.clone(), self.limiter.clone())
     }
 
     /// Serves on `listener` until `shutdown` resolves.

@@ -37,8 +37,76 @@ use super::table;
 /// Longest a watch stays open without `timeoutSeconds` (Kubernetes picks 30-60 min).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// Events buffered per watch before the writer waits for the client.
+/// Events buffered per watch before the writer waits for the client; a
+/// client that leaves them all unread for the stall timeout
+/// ([`super::limits::Limits::watch_stall_timeout`]) is closed.
 const BUFFER: usize = 256;
+
+/// Why [`Out::send`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    /// The line is queued for the client.
+    Queued,
+    /// The client went away, the watch timed out or the server stops.
+    Ended,
+    /// The client left its buffer full for the stall timeout.
+    Stalled,
+}
+
+impl Sent {
+    /// Whether the watch goes on; counts and logs a stalled client.
+    fn open(self, state: &State) -> bool {
+        match self {
+            Self::Queued => true,
+            Self::Ended => false,
+            Self::Stalled => {
+                state.metrics.slow_watches_closed.inc();
+                tracing::info!(
+                    stall = ?state.config.limits.watch_stall_timeout,
+                    "closing a watch whose client takes no events"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// The way to the client: a bounded buffer, drained by the HTTP body as the
+/// client reads. A full buffer makes the watch wait for the client, at most
+/// `stall`, and never past the watch's deadline or the server's shutdown;
+/// the store's fan-out never waits for it (the store drops a watcher whose
+/// own queue fills, [`StoreError::WatcherTooSlow`]).
+struct Out<'a> {
+    tx: mpsc::Sender<Result<Bytes, Infallible>>,
+    stall: Duration,
+    deadline: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    shutdown: &'a mut tokio::sync::watch::Receiver<bool>,
+}
+
+impl Out<'_> {
+    async fn send(&mut self, line: Bytes) -> Sent {
+        let line = match self.tx.try_send(Ok(line)) {
+            Ok(()) => return Sent::Queued,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Sent::Ended,
+            Err(mpsc::error::TrySendError::Full(line)) => line,
+        };
+        // A zero stall timeout turns the limit off (as 0 does every limit).
+        let stall = if self.stall.is_zero() {
+            Duration::from_secs(365 * 24 * 3600)
+        } else {
+            self.stall
+        };
+        tokio::select! {
+            sent = tokio::time::timeout(stall, self.tx.send(line)) => match sent {
+                Ok(Ok(())) => Sent::Queued,
+                Ok(Err(_)) => Sent::Ended,
+                Err(_) => Sent::Stalled,
+            },
+            _ = self.deadline.as_mut() => Sent::Ended,
+            _ = async { let _ = self.shutdown.wait_for(|s| *s).await; } => Sent::Ended,
+        }
+    }
+}
 
 /// Watch of a single object (`GET .../name?watch=1`).
 pub fn watch_one(state: &Arc<State>, ctx: &Ctx) -> Result<Response, ApiError> {
@@ -194,34 +262,41 @@ fn start(state: &Arc<State>, ctx: &Ctx, options: ListOptions) -> Result<Response
         .timeout_seconds
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TIMEOUT);
+    let stall = state.config.limits.watch_stall_timeout;
     tokio::spawn(async move {
         let _guard = WatchGuard::new(&state.metrics.open_watches);
+        let mut shutdown = state.shutdown.clone();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut out = Out {
+            tx,
+            stall,
+            deadline: deadline.as_mut(),
+            shutdown: &mut shutdown,
+        };
         let mut store_watch = match watch {
             Ok(w) => w,
             Err(e) => {
                 let err = ApiError::from_store(e, &kind.group, &kind.plural, "");
-                let _ = tx.send(Ok(encoder.line("ERROR", err.status()))).await;
+                out.send(encoder.line("ERROR", err.status())).await;
                 return;
             }
         };
         for object in initial_items {
-            if tx.send(Ok(encoder.line("ADDED", object))).await.is_err() {
+            if !out.send(encoder.line("ADDED", object)).await.open(&state) {
                 return;
             }
         }
         let mut last_revision = start_revision;
         if options.send_initial_events
             && options.allow_bookmarks
-            && tx
-                .send(Ok(encoder.bookmark(last_revision, true)))
+            && !out
+                .send(encoder.bookmark(last_revision, true))
                 .await
-                .is_err()
+                .open(&state)
         {
             return;
         }
-        let mut shutdown = state.shutdown.clone();
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
         let interval = state
             .config
             .bookmark_interval
@@ -229,9 +304,9 @@ fn start(state: &Arc<State>, ctx: &Ctx, options: ListOptions) -> Result<Response
         let mut bookmarks =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
-            tokio::select! {
+            let line = tokio::select! {
                 event = store_watch.events.recv() => {
-                    let line = match event {
+                    match event {
                         Some(Ok(event)) => {
                             last_revision = event.revision();
                             match translate(&event, &options.selectors) {
@@ -246,23 +321,21 @@ fn start(state: &Arc<State>, ctx: &Ctx, options: ListOptions) -> Result<Response
                                 },
                                 other => ApiError::from_store(other, &kind.group, &kind.plural, ""),
                             };
-                            let _ = tx.send(Ok(encoder.line("ERROR", status.status()))).await;
+                            out.send(encoder.line("ERROR", status.status())).await;
                             return;
                         }
                         None => return,
-                    };
-                    if tx.send(Ok(line)).await.is_err() {
-                        return;
                     }
                 }
                 _ = bookmarks.tick(), if options.allow_bookmarks => {
-                    if tx.send(Ok(encoder.bookmark(last_revision, false))).await.is_err() {
-                        return;
-                    }
+                    encoder.bookmark(last_revision, false)
                 }
-                _ = &mut deadline => return,
-                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
-                _ = tx.closed() => return,
+                _ = out.deadline.as_mut() => return,
+                _ = async { let _ = out.shutdown.wait_for(|s| *s).await; } => return,
+                _ = out.tx.closed() => return,
+            };
+            if !out.send(line).await.open(&state) {
+                return;
             }
         }
     });

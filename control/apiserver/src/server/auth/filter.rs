@@ -16,10 +16,10 @@ use axum::response::{IntoResponse, Response};
 use super::impersonation::{self, ImpersonationError};
 use super::{
     Auth, Credentials, Identity, PeerIdentity, PolicySnapshot, RequestUid, anonymous,
-    anonymous_allowed, authenticate, request_info, reviews,
+    anonymous_allowed, authenticate, request_info,
 };
 use crate::server::State;
-use crate::server::metrics::{RequestLabels, user_kind};
+use crate::server::metrics::{RequestLabels, request_labels, user_kind};
 use crate::server::rbac::{Attributes, Decision, UserInfo};
 use crate::server::status::ApiError;
 
@@ -29,57 +29,6 @@ use crate::server::status::ApiError;
 pub struct Gate {
     pub state: Arc<State>,
     pub auth: Arc<Auth>,
-}
-
-/// Verbs as metric labels (a fixed set; anything else is "other").
-fn verb_label(verb: &str) -> &'static str {
-    const VERBS: [&str; 14] = [
-        "get",
-        "list",
-        "watch",
-        "create",
-        "update",
-        "patch",
-        "delete",
-        "deletecollection",
-        "impersonate",
-        "post",
-        "put",
-        "head",
-        "options",
-        "connect",
-    ];
-    VERBS
-        .iter()
-        .find(|v| **v == verb)
-        .copied()
-        .unwrap_or("other")
-}
-
-/// The resource label of a refused request: a served kind's
-/// `plural.group`, an access review's, or "other" (never text taken from
-/// the path as is).
-fn resource_label(state: &State, attrs: &Attributes) -> String {
-    let Attributes::Resource {
-        api_group,
-        resource,
-        ..
-    } = attrs
-    else {
-        return "other".to_owned();
-    };
-    let registry = state.registry.load();
-    if let Some(kind) = registry
-        .kinds()
-        .iter()
-        .find(|k| &k.group == api_group && &k.plural == resource)
-    {
-        return kind.group_resource();
-    }
-    match reviews::resource(api_group, resource) {
-        Some(review) => format!("{}.{}", review.plural, reviews::GROUP),
-        None => "other".to_owned(),
-    }
 }
 
 fn verb_of(attrs: &Attributes) -> &str {
@@ -105,12 +54,13 @@ fn refuse(
         reason = why,
         "request refused"
     );
+    let (verb, resource) = request_labels(&gate.state, attrs);
     gate.state
         .metrics
         .requests
         .get_or_create(&RequestLabels {
-            verb: verb_label(verb_of(attrs)),
-            resource: resource_label(&gate.state, attrs),
+            verb,
+            resource,
             code: error.code(),
             user_kind: Some(kind),
         })
@@ -219,17 +169,4 @@ pub async fn filter(
     extensions.insert(user);
     extensions.insert(PolicySnapshot(policy));
     next.run(request).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verb_labels_come_from_a_fixed_set() {
-        assert_eq!(verb_label("list"), "list");
-        assert_eq!(verb_label("impersonate"), "impersonate");
-        assert_eq!(verb_label("PROPFIND-anything"), "other");
-        assert_eq!(verb_label(""), "other");
-    }
 }

@@ -22,12 +22,14 @@
 //! `system:masters` when authentication is off). The access reviews of
 //! `authorization.k8s.io/v1` are answered from that snapshot ([`reviews`]).
 
+pub mod bootstrap;
 pub mod filter;
 pub mod follower;
 pub mod impersonation;
 pub mod request_info;
 mod review_protobuf;
 pub mod reviews;
+pub mod signer;
 pub mod tokens;
 
 use std::path::PathBuf;
@@ -63,6 +65,9 @@ pub struct AuthOptions {
     /// kube-apiserver's `--token-auth-file`: CSV lines
     /// `token,user,uid,"group1,group2"`.
     pub token_auth_file: Option<PathBuf>,
+    /// kube-apiserver's `--enable-bootstrap-token-auth`: bootstrap tokens
+    /// (Secrets `kube-system/bootstrap-token-*`, see [`bootstrap`]).
+    pub bootstrap_tokens: bool,
 }
 
 impl AuthOptions {
@@ -163,6 +168,16 @@ impl Auth {
             startup_error,
             metrics,
         }
+    }
+
+    /// Also accepts the bootstrap tokens stored in `store` (after the
+    /// static tokens, as kube-apiserver orders its token authenticators).
+    pub fn with_bootstrap_tokens(mut self, store: Arc<dyn hami_store::Store>) -> Self {
+        self.authenticators
+            .push(Authenticator::Bootstrap(bootstrap::BootstrapTokens::new(
+                store,
+            )));
+        self
     }
 
     /// Why the options could not be loaded, if they could not.

@@ -18,6 +18,7 @@ fn auth_with_tokens(text: &str) -> Auth {
     file.write_all(text.as_bytes()).unwrap();
     let options = AuthOptions {
         token_auth_file: Some(file.path().to_owned()),
+        ..AuthOptions::default()
     };
     let mut registry = prometheus_client::registry::Registry::default();
     let auth = Auth::new(&options, ApiMetrics::register(&mut registry));
@@ -136,6 +137,7 @@ fn a_bad_token_file_fails_start_up_and_refuses_tokens() {
     file.write_all(b"good,alice,1\nbad\n").unwrap();
     let options = AuthOptions {
         token_auth_file: Some(file.path().to_owned()),
+        ..AuthOptions::default()
     };
     let err = options.load().unwrap_err().to_string();
     assert!(

@@ -19,6 +19,8 @@ use crate::server::rbac::UserInfo;
 pub enum Authenticator {
     /// kube's `--token-auth-file`.
     StaticTokens(TokenFile),
+    /// kube's bootstrap tokens (Secrets in kube-system).
+    Bootstrap(super::bootstrap::BootstrapTokens),
 }
 
 impl Authenticator {
@@ -26,6 +28,7 @@ impl Authenticator {
     pub fn authenticate(&self, token: &str) -> Option<Identity> {
         match self {
             Authenticator::StaticTokens(file) => file.authenticate(token),
+            Authenticator::Bootstrap(tokens) => tokens.authenticate(token),
         }
     }
 }
@@ -54,7 +57,7 @@ impl std::fmt::Debug for TokenFile {
 }
 
 /// Compares without stopping at the first differing byte.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
