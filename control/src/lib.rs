@@ -4,5 +4,6 @@ pub use hami_apiserver::server as apiserver;
 pub use hami_apiserver::{openapi, patch};
 pub mod cli;
 pub mod controllers;
+pub mod https;
 pub mod metrics;
 pub mod pki;

@@ -28,6 +28,17 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{Hami, kubectl, repo_root};
 
+/// `/metrics` of the control plane as OpenMetrics, as the admin.
+fn control_metrics(hami: &Hami) -> String {
+    match hami.endpoint().get_with(
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    ) {
+        Ok((200, body)) => body,
+        other => panic!("GET /metrics of the control plane: {other:?}"),
+    }
+}
+
 /// GET `path` from `addr` over plain HTTP/1.1 asking for OpenMetrics (whose
 /// `# TYPE` lines name families, as the registry does); the body of a 200.
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
@@ -519,7 +530,7 @@ fn check_shapes(hami: &Hami) {
     loop {
         let clusters: Value =
             serde_json::from_str(&kubectl_ok(hami, &["get", "clusters", "-o", "json"])).unwrap();
-        let text = http_get(&hami.listen, "/metrics").unwrap();
+        let text = control_metrics(hami);
         let all = samples(&text);
         let shape = |name: &str| {
             all.iter()
@@ -611,7 +622,7 @@ fn dashboards_name_only_registered_metrics_and_cluster_gauges_match_the_fleet() 
     // The members join after the API answers: wait for three Ready ones.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = http_get(&hami.listen, "/metrics").unwrap();
+        let text = control_metrics(&hami);
         let ready = samples(&text)
             .iter()
             .filter(|((n, _), v)| n == "hami_cluster_ready" && **v == 1.0)
@@ -648,7 +659,7 @@ fn dashboards_name_only_registered_metrics_and_cluster_gauges_match_the_fleet() 
     let deadline = Instant::now() + Duration::from_secs(90);
     let (control, last) = loop {
         let before = kubectl_ok(&hami, &["get", "clusters", "-o", "json"]);
-        let text = http_get(&hami.listen, "/metrics").unwrap();
+        let text = control_metrics(&hami);
         let after = kubectl_ok(&hami, &["get", "clusters", "-o", "json"]);
         let clusters: Value = serde_json::from_str(&after).unwrap();
         let expected = expected_gpu_gauges(&clusters);

@@ -130,14 +130,7 @@ async fn objects_live_in_etcd_across_replicas_and_restarts() {
 
 /// `hami_controllers_leader` from the control plane's /metrics.
 fn leader(hami: &Hami) -> Result<i64, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(&hami.listen).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: hami\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let (_, text) = hami.get("/metrics")?;
     text.lines()
         .find_map(|l| l.strip_prefix("hami_controllers_leader "))
         .and_then(|v| v.trim().parse().ok())

@@ -508,16 +508,7 @@ fn has_estimator(c: &Cluster) -> bool {
 
 /// The value of an unlabelled metric on the control plane's /metrics.
 fn metric(hami: &Hami, name: &str) -> Option<i64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(&hami.listen).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        hami.listen
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
+    let (_, body) = hami.get("/metrics").ok()?;
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())

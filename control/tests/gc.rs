@@ -190,7 +190,7 @@ fn kubectl_cascading_deletion_background_foreground_and_orphan() {
     // The collector's counters: bg-a, bg-b, fg-free and fg-held deleted
     // (Background: their owners were gone or waiting, they have no
     // dependents of their own).
-    let metrics = support::http_get(&hami.listen, "/metrics").unwrap().1;
+    let metrics = hami.metrics();
     let deleted: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("hami_gc_deletes_total{propagation=\"Background\"} "))
@@ -240,7 +240,7 @@ fn a_recreated_template_keeps_its_binding() {
     eventually("the binding names the recreated template", || {
         binding_owner(&hami) == Some(second["metadata"]["uid"].clone())
     });
-    let metrics = support::http_get(&hami.listen, "/metrics").unwrap().1;
+    let metrics = hami.metrics();
     for line in metrics.lines().filter(|l| l.starts_with("hami_gc_deletes")) {
         println!("{line}");
     }

@@ -452,10 +452,24 @@ fn prometheus_scrapes_every_binary_and_every_dashboard_and_alert_query_answers()
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n",
         repo_root().join("alerts/hami.rules.yaml").display()
     );
+    // The control plane's /metrics is behind its TLS and RBAC: Prometheus
+    // scrapes it over HTTPS with a client certificate, as a scrape of
+    // kube-apiserver does.
+    let pki = hami.data_dir.join("pki");
+    let control_tls = format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
+        pki.join("ca.crt").display(),
+        pki.join("admin.crt").display(),
+        pki.join("admin.key").display()
+    );
     for (job, targets) in &jobs {
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        config.push_str(&format!("  - job_name: {job}\n"));
+        if *job == "hami-control" {
+            config.push_str(&control_tls);
+        }
         config.push_str(&format!(
-            "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+            "    static_configs:\n      - targets: [{}]\n",
             list.join(", ")
         ));
     }
@@ -509,10 +523,14 @@ fn prometheus_scrapes_every_binary_and_every_dashboard_and_alert_query_answers()
     // promtool check metrics on every binary's /metrics.
     for t in &targets {
         let url = t["scrapeUrl"].as_str().unwrap();
-        let addr = url
-            .trim_start_matches("http://")
-            .trim_end_matches("/metrics");
-        let (status, text) = http_get(addr, "/metrics").unwrap();
+        let (status, text) = if url.starts_with("https://") {
+            hami.get("/metrics").unwrap()
+        } else {
+            let addr = url
+                .trim_start_matches("http://")
+                .trim_end_matches("/metrics");
+            http_get(addr, "/metrics").unwrap()
+        };
         assert_eq!(status, 200, "{url}");
         let mut check = Command::new(&promtool)
             .args(["check", "metrics"])

@@ -1065,16 +1065,5 @@ async fn a_larger_request_per_replica_waits_for_admission() {
 
 /// GET /metrics of the control plane.
 fn reqwest_metrics(hami: &Hami) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(&hami.listen).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        hami.listen
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    buf
+    hami.metrics()
 }

@@ -1,6 +1,8 @@
 //! `hami-estimator`: serves one member cluster's estimator gRPC (Karmada's
 //! `Estimator` service and hami's `BatchEstimator`) from a fleet
-//! description, plus /metrics, /healthz and /readyz over HTTP.
+//! description, plus /metrics, /healthz and /readyz over HTTP. The gRPC
+//! port serves plain gRPC, TLS or mutual TLS (Karmada's
+//! `--grpc-auth-cert-file` flags, see `server::tls`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use hami_estimator::fleet::{Fleet, GenerateOptions, generate};
+use hami_estimator::server::tls::{GrpcSecurity, GrpcTlsArgs};
 use hami_estimator::server::{EstimatorMetrics, EstimatorService, http};
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
@@ -47,12 +50,19 @@ struct Args {
     /// Log as JSON.
     #[arg(long, env = "HAMI_ESTIMATOR_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    tls: GrpcTlsArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     hami_telemetry::init_tracing(args.log_json);
+    // Bad TLS files stop the start before anything else is loaded.
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = args.tls.server_config()? {
+        grpc = grpc.tls_config(tls).context("gRPC TLS settings")?;
+    }
     let fleet = match (&args.fleet, args.generate_nodes) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
@@ -95,9 +105,14 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(addr = %args.http_addr, "serving /metrics, /healthz, /readyz");
     let http = tokio::spawn(async move { axum::serve(http_listener, router).await });
 
-    tracing::info!(addr = %args.grpc_addr, "serving estimator gRPC");
-    tonic::transport::Server::builder()
-        .add_service(service.clone().karmada())
+    let security = args.tls.security();
+    if security == GrpcSecurity::Tls && args.tls.grpc_client_ca_file.is_some() {
+        tracing::warn!(
+            "--insecure-skip-grpc-client-verify: client certificates are not asked for, any client may call"
+        );
+    }
+    tracing::info!(addr = %args.grpc_addr, %security, "serving estimator gRPC");
+    grpc.add_service(service.clone().karmada())
         .add_service(service.batch())
         .serve_with_shutdown(args.grpc_addr, async {
             let _ = tokio::signal::ctrl_c().await;

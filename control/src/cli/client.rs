@@ -21,7 +21,7 @@ struct Served {
     short_names: Vec<String>,
 }
 
-async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig).with_context(|| {
         format!(
             "read kubeconfig {} (is `hami up` running?)",

@@ -18,9 +18,12 @@ macro_rules! out {
 }
 
 mod client;
+mod client_tls;
 mod kubeconfig;
+mod serving;
 mod sim;
 mod simclusters;
+mod token;
 mod up;
 
 use std::path::PathBuf;
@@ -38,7 +41,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the control plane (API server over the embedded store).
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Create or update objects from YAML files (server-side apply).
     Apply(ApplyArgs),
     /// Show objects of a kind.
@@ -49,6 +52,8 @@ pub enum Command {
     Crds,
     /// What-if placement over a described fleet (no servers).
     Sim(sim::SimArgs),
+    /// Bootstrap tokens that join member clusters (create, list, delete).
+    Token(token::TokenArgs),
 }
 
 /// How client commands reach the server.
@@ -144,11 +149,12 @@ pub fn main() -> anyhow::Result<()> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up(args) => up::run(args).await,
+        Command::Up(args) => up::run(*args).await,
         Command::Apply(args) => client::apply(args).await,
         Command::Get(args) => client::get(args).await,
         Command::Delete(args) => client::delete(args).await,
         Command::Sim(args) => sim::run(args),
+        Command::Token(args) => token::run(args).await,
         Command::Crds => {
             for crd in hami_api::crds() {
                 outln!("---\n{}", serde_saphyr::to_string(&crd)?);

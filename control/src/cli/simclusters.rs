@@ -112,9 +112,6 @@ pub enum SimClustersError {
         #[source]
         source: kube::Error,
     },
-    /// The control plane's URL is unusable.
-    #[error("control plane client: {0}")]
-    Control(String),
 }
 
 /// An in-process Pull agent, with what it takes to start it again.
@@ -477,24 +474,18 @@ pub fn generated_fleet(i: usize) -> Fleet {
     }
 }
 
-/// Starts the members and joins them to the control plane at `control_url`.
+/// Starts the members and joins them to the control plane `control` talks to.
 ///
 /// `agent_metrics`: where the in-process Pull agents report (`hami_agent_*`,
 /// `hami_estimator_*` on the control plane's /metrics); `None` leaves their
 /// metrics unregistered (e.g. with `--no-controllers`).
 pub async fn start(
     fleets: Vec<Fleet>,
-    control_url: &str,
+    control: kube::Client,
     data_dir: &Path,
     options: SimOptions,
     agent_metrics: Option<(AgentMetrics, Arc<EstimatorMetrics>)>,
 ) -> Result<Members, SimClustersError> {
-    let control = kube::Client::try_from(kube::Config::new(
-        control_url
-            .parse()
-            .map_err(|e| SimClustersError::Control(format!("{control_url}: {e}")))?,
-    ))
-    .map_err(|e| SimClustersError::Control(e.to_string()))?;
     let mut running = Running {
         sims: Vec::new(),
         agents: Vec::new(),

@@ -9,7 +9,8 @@ use clap::{Args, ValueEnum};
 use hami_store::{EmbeddedOptions, EmbeddedStore, EtcdOptions, EtcdStore, MemoryStore, Store};
 use tokio::net::TcpListener;
 
-use super::{kubeconfig, simclusters};
+use super::{kubeconfig, serving, simclusters};
+use crate::apiserver::auth::AuthOptions;
 use crate::apiserver::{ApiMetrics, ApiServer, ServerConfig, hami_kinds};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,7 +106,104 @@ pub struct UpArgs {
     #[arg(long = "capacity-shape", env = "HAMI_CAPACITY_SHAPES", value_delimiter = ';', value_name = "NAME=SPEC", value_parser = crate::metrics::shapes::parse_capacity_shape)]
     pub capacity_shapes: Vec<crate::metrics::shapes::CapacityShape>,
     #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
     pub faults: FaultArgs,
+    #[command(flatten)]
+    pub estimator_tls: super::client_tls::EstimatorTlsArgs,
+    #[command(flatten)]
+    pub etcd_tls: super::client_tls::EtcdTlsArgs,
+}
+
+/// Limits per user on the API (a user is who authenticated, after
+/// impersonation); 0 turns a limit off. Refusals are 429 with Retry-After.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Requests per second each user may sustain.
+    #[arg(long, env = "HAMI_USER_REQUESTS_PER_SECOND", default_value_t = 1000.0)]
+    pub user_requests_per_second: f64,
+    /// Requests each user may send at once above the sustained rate.
+    #[arg(long, env = "HAMI_USER_BURST", default_value_t = 4000)]
+    pub user_burst: u32,
+    /// Requests (watches aside) each user may have in flight.
+    #[arg(long, env = "HAMI_USER_MAX_IN_FLIGHT", default_value_t = 400)]
+    pub user_max_in_flight: u32,
+    /// Watches each user may hold open.
+    #[arg(long, env = "HAMI_USER_MAX_WATCHES", default_value_t = 1000)]
+    pub user_max_watches: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> anyhow::Result<crate::apiserver::limits::Limits> {
+        let rate = self.user_requests_per_second;
+        if !rate.is_finite() || rate < 0.0 {
+            anyhow::bail!("--user-requests-per-second {rate}: must be 0 or more");
+        }
+        Ok(crate::apiserver::limits::Limits {
+            user_requests_per_second: rate,
+            user_burst: self.user_burst,
+            user_max_in_flight: self.user_max_in_flight,
+            user_max_watches: self.user_max_watches,
+            ..Default::default()
+        })
+    }
+}
+
+/// How the API is served: HTTPS with hami's own PKI (default), HTTPS with
+/// certificates brought by the operator, or plain HTTP for experiments.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Serve plain HTTP with no authentication and no authorization: every
+    /// request acts as a cluster administrator. For local experiments only.
+    #[arg(long, env = "HAMI_INSECURE_HTTP")]
+    pub insecure_http: bool,
+    /// Extra DNS names and IP addresses the serving certificate covers
+    /// (comma separated; loopback and a specific --listen address always).
+    #[arg(
+        long = "tls-san",
+        env = "HAMI_TLS_SANS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub tls_sans: Vec<String>,
+    /// Serve this certificate (PEM; the chain, leaf first) instead of one
+    /// signed by hami's CA in DATA_DIR/pki. Reloaded when the file changes.
+    #[arg(
+        long,
+        env = "HAMI_TLS_CERT_FILE",
+        requires = "tls_private_key_file",
+        conflicts_with = "insecure_http"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file (PEM).
+    #[arg(
+        long,
+        env = "HAMI_TLS_PRIVATE_KEY_FILE",
+        requires = "tls_cert_file",
+        conflicts_with = "insecure_http"
+    )]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Also accept client certificates signed by these CAs (PEM bundle);
+    /// hami's own CA, which signs the admin's and the agents'
+    /// certificates, is always accepted.
+    #[arg(long, env = "HAMI_CLIENT_CA_FILE", conflicts_with = "insecure_http")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Static bearer tokens, as kube-apiserver's --token-auth-file: CSV
+    /// lines token,user,uid,"group1,group2".
+    #[arg(long, env = "HAMI_TOKEN_AUTH_FILE", conflicts_with = "insecure_http")]
+    pub token_auth_file: Option<PathBuf>,
+    /// The URL member clusters' agents reach this control plane at,
+    /// published with the CA in the anonymously readable ConfigMap
+    /// kube-public/cluster-info that joining agents check against their
+    /// bootstrap token (default: the serving URL).
+    #[arg(long, env = "HAMI_ADVERTISE_URL", conflicts_with = "insecure_http")]
+    pub advertise_url: Option<String>,
+    /// How often the serving certificate's files are read again (and
+    /// hami's own certificate re-issued when it expires within 30 days).
+    #[arg(long, env = "HAMI_TLS_RELOAD_INTERVAL", hide = true, default_value = "1m", value_parser = parse_positive_duration)]
+    pub tls_reload_interval: std::time::Duration,
 }
 
 /// Fault injection for tests (hidden from --help): watches that fall
@@ -179,6 +277,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     // A bad fleet file is reported before anything starts.
     let fleets = simclusters::fleets(args.sim_clusters, args.fleet.as_deref())?;
+    let estimator_dial = args.estimator_tls.dial()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create data directory {}", args.data_dir.display()))?;
     let mut metric_registry = prometheus_client::registry::Registry::default();
@@ -189,6 +288,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             endpoints: args.etcd_endpoints.clone(),
             prefix: args.etcd_prefix.clone(),
             metrics: hami_store::StoreMetrics::register(&mut metric_registry),
+            tls: args.etcd_tls.options()?,
             ..EtcdOptions::default()
         };
         let store = EtcdStore::connect(options)
@@ -233,6 +333,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let registry = hami_kinds::registry().context("build the kind registry")?;
     let config = ServerConfig {
         validator: Some(hami_kinds::validator()),
+        auth: (!args.tls.insecure_http).then(|| AuthOptions {
+            token_auth_file: args.tls.token_auth_file.clone(),
+            bootstrap_tokens: true,
+        }),
+        limits: args.limits.limits()?,
         ..ServerConfig::default()
     };
     let metrics = ApiMetrics::register(&mut metric_registry);
@@ -257,6 +362,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let secure = if args.tls.insecure_http {
+        tracing::warn!(
+            %addr,
+            "INSECURE: serving plain HTTP with no authentication; anyone who reaches this address is a cluster administrator (--insecure-http)"
+        );
+        None
+    } else {
+        Some(serving::Secure::prepare(&args.tls, &args.data_dir, addr)?)
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = ApiServer::new(
         store,
@@ -281,10 +395,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     shape_metrics
         .spawn(
             &crate::controllers::Objects::new(server.state().clone()),
+            estimator_dial.clone(),
             &stopped,
         )
         .context("start the capacity shape metrics")?;
-    let url = format!("http://{}", loopback_if_unspecified(addr));
+    let scheme = if secure.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", loopback_if_unspecified(addr));
+    let control_credentials = secure.as_ref().map(|s| s.control.clone());
     let mut controllers = Vec::new();
     // Why this replica must stop (it lost the controllers' lease).
     let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
@@ -293,7 +410,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let agent_metrics = controller_metrics.as_ref().map(|m| m.push.agent_metrics());
     if let Some(m) = controller_metrics {
         let push = crate::controllers::push::PushOptions {
-            control: kube::Client::try_from(kube::Config::new(url.parse()?))
+            control: serving::client(&url, control_credentials.as_ref())
+                .await
                 .context("client to the control plane for Push agents")?,
             estimator_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
@@ -316,7 +434,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let state = server.state().clone();
         let stop_controllers = stopped.clone();
         let start = move || {
-            crate::controllers::start(state, m, push, failover, stop_controllers)
+            crate::controllers::start(state, m, push, failover, estimator_dial, stop_controllers)
                 .context("start the controllers")
         };
         match &etcd {
@@ -335,13 +453,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let mut stopped_rx = stopped;
-    let serving = tokio::spawn(server.serve(listener, async move {
+    let mut stopped_rx = stopped.clone();
+    let until_stopped = async move {
         let _ = stopped_rx.wait_for(|s| *s).await;
-    }));
+    };
+    let serving = match &secure {
+        Some(secure) => {
+            secure.spawn_reloader(args.tls.tls_reload_interval, stopped.clone());
+            let advertised = args.tls.advertise_url.as_deref().unwrap_or(&url);
+            let cluster_info = kubeconfig::render_cluster_info(advertised, &secure.admin.ca);
+            tokio::spawn(crate::apiserver::auth::signer::run(
+                server.state().clone(),
+                cluster_info,
+                stopped.clone(),
+            ));
+            let router = server.router();
+            let max_buf_size = server.state().config.limits.http1_max_buf_size();
+            tokio::spawn(crate::https::serve(
+                listener,
+                router,
+                secure.tls.clone(),
+                max_buf_size,
+                until_stopped,
+            ))
+        }
+        None => tokio::spawn(server.serve(listener, until_stopped)),
+    };
+    drop(stopped);
 
     let kubeconfig_path = args.data_dir.join("kubeconfig");
-    kubeconfig::write_atomic(&kubeconfig_path, &kubeconfig::render(&url))
+    let rendered = match &secure {
+        Some(secure) => secure.kubeconfig(&url),
+        None => kubeconfig::render(&url),
+    };
+    kubeconfig::write_atomic(&kubeconfig_path, &rendered)
         .with_context(|| format!("write {}", kubeconfig_path.display()))?;
     tracing::info!(%url, store = store_kind, "hami API server ready");
     outln!("hami is serving the Kubernetes API at {url}");
@@ -351,7 +496,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let options = simclusters::SimOptions {
             lease_renew_interval: args.sim_lease_renew,
         };
-        let members = simclusters::start(fleets, &url, &args.data_dir, options, agent_metrics)
+        let control = serving::client(&url, control_credentials.as_ref())
+            .await
+            .context("client to the control plane for the simulated members")?;
+        let members = simclusters::start(fleets, control, &args.data_dir, options, agent_metrics)
             .await
             .context("start the simulated clusters")?;
         print_members(&members, &kubeconfig_path)?;

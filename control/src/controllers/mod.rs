@@ -58,6 +58,7 @@
 pub mod binding;
 pub mod descheduler;
 pub mod detector;
+pub mod estimator_dial;
 pub mod events;
 pub mod eviction;
 pub mod feed;
@@ -128,13 +129,15 @@ pub struct FailoverOptions {
 
 /// Starts the detector, the scheduler, the binding controller, status
 /// aggregation, cluster health and failover, the quota controller and the
-/// garbage collector on `state`, and the Push controller with `push`; they
-/// stop when `stop` turns true.
+/// garbage collector on `state`, and the Push controller with `push`; the
+/// scheduler and the descheduler dial the estimators as `estimators` says.
+/// They stop when `stop` turns true.
 pub fn start(
     state: Arc<State>,
     metrics: ControllerMetrics,
     push: push::PushOptions,
     failover: FailoverOptions,
+    estimators: estimator_dial::EstimatorDial,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ObjectError> {
     let readiness = state.readiness.clone();
@@ -179,7 +182,10 @@ pub fn start(
         scheduler::spawn_with(
             objects.clone(),
             metrics.scheduler,
-            scheduler::SchedulerConfig::default(),
+            scheduler::SchedulerConfig {
+                dial: estimators.clone(),
+                ..Default::default()
+            },
             Some(events.clone()),
             t("scheduler"),
             stop.clone(),
@@ -203,6 +209,7 @@ pub fn start(
         objects,
         metrics.descheduler,
         failover.descheduler,
+        estimators,
         events,
         t("descheduler"),
         stop,

@@ -38,6 +38,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::{Notify, watch};
 
+use crate::controllers::estimator_dial::EstimatorDial;
 use crate::controllers::feed::{self, Change};
 use crate::controllers::scheduler::estimate::{EstimateConfig, Estimators, Query};
 use crate::controllers::scheduler::metrics::SchedulerMetrics;
@@ -234,10 +235,12 @@ impl ShapeMetrics {
         &self.state.shapes
     }
 
-    /// Watches the Clusters and refreshes the values until `stop`.
+    /// Watches the Clusters and refreshes the values until `stop`, dialing
+    /// their estimators as `dial` says.
     pub fn spawn(
         &self,
         objects: &Objects,
+        dial: EstimatorDial,
         stop: &watch::Receiver<bool>,
     ) -> Result<(), ObjectError> {
         let kind = objects.kind(&format!("{CLUSTER_GROUP}/{CLUSTER_VERSION}"), "Cluster")?;
@@ -259,7 +262,8 @@ impl ShapeMetrics {
         let estimators = Estimators::new(
             EstimateConfig::default(),
             SchedulerMetrics::register(&mut Registry::default()),
-        );
+        )
+        .with_dial(dial);
         let state = self.state.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {

@@ -82,6 +82,8 @@ pub enum PkiError {
     InvalidIdentity { what: String },
     #[error("client certificate {what}")]
     ClientCert { what: String },
+    #[error("CA certificate: {what}")]
+    CaCert { what: String },
     #[error("issuing the {what} certificate: {source}")]
     Issue {
         what: &'static str,
@@ -198,9 +200,7 @@ impl Pki {
     /// kubeadm's `--discovery-token-ca-cert-hash`: `sha256:` and the hex
     /// SHA-256 of the CA certificate's DER SubjectPublicKeyInfo.
     pub fn ca_cert_hash(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &self.ca.spki);
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("sha256:{hex}")
+        spki_hash(&self.ca.spki)
     }
 
     /// Issues a client certificate signed by the CA: `user` as CN, each of
@@ -230,6 +230,21 @@ impl Pki {
     pub fn serving_needs_rotation(&self, now: SystemTime) -> bool {
         expires_soon(self.serving.not_after, now)
     }
+}
+
+fn spki_hash(spki: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// kubeadm's CA cert hash ([`Pki::ca_cert_hash`]) of the first certificate
+/// of a PEM text, e.g. a kubeconfig's `certificate-authority-data`.
+pub fn ca_cert_hash_of_pem(pem_text: &str) -> Result<String, PkiError> {
+    let invalid = |what: String| PkiError::CaCert { what };
+    let der = cert::pem_to_der(pem_text).map_err(invalid)?;
+    let info = cert::inspect(&der).map_err(invalid)?;
+    Ok(spki_hash(&info.spki))
 }
 
 fn expires_soon(not_after: SystemTime, now: SystemTime) -> bool {

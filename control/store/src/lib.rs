@@ -36,7 +36,7 @@ pub mod metrics;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdOptions, EtcdStore, Leadership};
+pub use etcd::{EtcdOptions, EtcdStore, EtcdTls, Leadership};
 pub use fault::{FaultMetrics, FaultPlan, FaultyStore};
 pub use memory::{MemoryOptions, MemoryStore};
 pub use metrics::StoreMetrics;

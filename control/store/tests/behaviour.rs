@@ -371,6 +371,19 @@ macro_rules! suite {
                 }
             )*
         }
+        /// The same over TLS, client certificates required.
+        #[cfg(feature = "etcd")]
+        mod etcd_tls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(etcd) = super::common::etcd::Etcd::start_tls().await else {
+                        return;
+                    };
+                    super::$case(etcd).await;
+                }
+            )*
+        }
     };
 }
 

@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{MemberWatch, Report};
-use support::{Hami, Proc, free_port, http_get, http_get_status};
+use support::{Hami, Proc, free_port, http_get_status};
 
 /// Longest a run may take to propagate (debug build, 2 cores, CI load).
 const LIMIT: Duration = Duration::from_secs(20 * 60);
@@ -137,9 +137,7 @@ fn sim_members(hami: &Hami) -> BTreeMap<String, std::path::PathBuf> {
 }
 
 fn control_metrics(hami: &Hami) -> String {
-    http_get(&hami.listen, "/metrics")
-        .map(|(_, b)| b)
-        .unwrap_or_default()
+    hami.get("/metrics").map(|(_, b)| b).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,7 +235,7 @@ pub fn has_event(events: &[(String, String, String)], reason: &str) -> bool {
 
 /// The value of a sample (`name{labels}`) on the control plane's /metrics.
 pub fn metric(hami: &Hami, sample: &str) -> Option<f64> {
-    metric_at(&hami.listen, sample)
+    metric_at(&hami.endpoint(), sample)
 }
 
 pub fn condition<'a>(
@@ -279,17 +279,8 @@ pub fn pod_unschedulable(p: &k8s_openapi::api::core::v1::Pod) -> bool {
 }
 
 /// [`metric`] by address (for a blocking task).
-pub fn metric_at(listen: &str, sample: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(listen).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
+pub fn metric_at(endpoint: &crate::support::Endpoint, sample: &str) -> Option<f64> {
+    let (_, body) = endpoint.get("/metrics").ok()?;
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{sample} ")))
         .and_then(|v| v.trim().parse().ok())

@@ -88,7 +88,7 @@ async fn a_flapping_cluster_causes_no_eviction_storm() {
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let (rbs, sampling) = (rbs.clone(), sampling.clone());
-        let listen = hami.listen.clone();
+        let listen = hami.endpoint();
         tokio::spawn(async move {
             let mut counts: Vec<(f64, f64)> = Vec::new();
             // (binding, cluster, task creation) seen.

@@ -57,8 +57,11 @@ impl Hami {
             if let Ok(text) = std::fs::read_to_string(&kubeconfig)
                 && let Some(server) = server_of(&text)
             {
-                hami.listen = server.trim_start_matches("http://").to_string();
-                if http_get_status(&hami.listen, "/readyz") == Some(200) {
+                hami.listen = server
+                    .trim_start_matches("https://")
+                    .trim_start_matches("http://")
+                    .to_string();
+                if hami.get("/readyz").is_ok_and(|(code, _)| code == 200) {
                     return Ok(hami);
                 }
             }
@@ -73,8 +76,45 @@ impl Hami {
         self.data_dir.join("kubeconfig")
     }
 
+    /// `https://ADDR`, or `http://ADDR` with `--insecure-http`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.listen)
+        let scheme = if self.insecure() { "http" } else { "https" };
+        format!("{scheme}://{}", self.listen)
+    }
+
+    fn insecure(&self) -> bool {
+        self.extra_args.iter().any(|a| a == "--insecure-http")
+    }
+
+    /// How to reach the API as the admin of the kubeconfig `hami up` wrote
+    /// (TLS with its client certificate; plain HTTP with `--insecure-http`).
+    pub fn endpoint(&self) -> Endpoint {
+        let tls = if self.insecure() {
+            None
+        } else {
+            Some(admin_tls(&self.kubeconfig()).unwrap_or_else(|e| panic!("{e}")))
+        };
+        Endpoint {
+            listen: self.listen.clone(),
+            tls,
+        }
+    }
+
+    /// GET `path` from the control plane as the admin: (status, body).
+    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+        if self.insecure() {
+            return http_get(&self.listen, path);
+        }
+        let tls = admin_tls(&self.kubeconfig())?;
+        https_get(&self.listen, path, &[], tls)
+    }
+
+    /// `/metrics` of the control plane, as the admin.
+    pub fn metrics(&self) -> String {
+        match self.get("/metrics") {
+            Ok((200, body)) => body,
+            other => panic!("GET /metrics: {other:?}"),
+        }
     }
 
     /// SIGKILL the process and wait for it: no clean shutdown.
@@ -124,6 +164,120 @@ fn server_of(kubeconfig: &str) -> Option<String> {
         .map(|s| s.trim().trim_matches('"').to_string())
 }
 
+/// The control plane's address and the admin's TLS client configuration.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub listen: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl Endpoint {
+    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+        self.get_with(path, &[])
+    }
+
+    /// GET with extra request headers.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+        match &self.tls {
+            Some(tls) => https_get(&self.listen, path, headers, tls.clone()),
+            None => {
+                assert!(headers.is_empty(), "plain GET takes no extra headers");
+                http_get(&self.listen, path)
+            }
+        }
+    }
+}
+
+/// A TLS client configuration from a kubeconfig written by `hami up`:
+/// trusts its CA, presents its client certificate.
+pub fn admin_tls(kubeconfig: &Path) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    kubeconfig_tls(kubeconfig, true)
+}
+
+/// Like [`admin_tls`]; `client_cert: false` presents none (anonymous).
+pub fn kubeconfig_tls(
+    kubeconfig: &Path,
+    client_cert: bool,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use base64::Engine as _;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let text = std::fs::read_to_string(kubeconfig).map_err(|e| e.to_string())?;
+    let kc: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
+    let field = |value: &serde_json::Value, name: &str| -> Result<Vec<u8>, String> {
+        let b64 = value[name].as_str().ok_or(format!("no {name}"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| e.to_string())
+    };
+    let ca = field(&kc["clusters"][0]["cluster"], "certificate-authority-data")?;
+    let user = &kc["users"][0]["user"];
+    let cert = field(user, "client-certificate-data")?;
+    let key = field(user, "client-key-data")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| e.to_string())?;
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    let config = if client_cert {
+        builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?
+    } else {
+        builder.with_no_client_auth()
+    };
+    Ok(std::sync::Arc::new(config))
+}
+
+/// GET `https://addr/path` with `tls`: (status, body). HTTP/1.1, no Accept
+/// header, as [`http_get`].
+pub fn https_get(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<(u16, String), String> {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(tls, name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A peer that closes without close_notify after a whole answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    parse_response(&raw)
+}
+
 /// Minimal blocking HTTP GET over a raw socket (no client dependency needed).
 pub fn http_get_status(addr: &str, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
@@ -145,7 +299,7 @@ pub fn kubectl(hami: &Hami, args: &[&str]) -> (bool, String, String) {
 }
 
 /// Run kubectl with `kubeconfig`; (success, stdout, stderr).
-fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(kubectl_path())
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -364,7 +518,12 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    parse_response(&raw)
+}
+
+/// (status, body) of a whole HTTP/1.1 response.
+fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
     let status = head
         .split_whitespace()

@@ -1,8 +1,9 @@
 //! Karmada's `GetUnschedulableReplicas` over gRPC, asked of the estimator
 //! each cluster advertises in its `estimator.hami.io/endpoint` annotation
 //! (the Pull agents', the Push agents' in this process, or any Karmada
-//! estimator). One channel per endpoint, kept; each call times out. A
-//! cluster that does not answer counts as having none (its replicas stay).
+//! estimator), dialed as [`EstimatorDial`] says (plain gRPC or TLS). One
+//! channel per endpoint, kept; each call times out. A cluster that does not
+//! answer counts as having none (its replicas stay).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,13 +11,15 @@ use std::time::Duration;
 use hami_api::binding::ObjectReference;
 use hami_proto::github::com::karmada_io::karmada::pkg::estimator::{pb, service};
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::controllers::estimator_dial::{DialError, EstimatorDial};
 
 /// Why an estimator gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
-    #[error("estimator endpoint {0:?} is not a URI")]
-    Endpoint(String),
+    #[error(transparent)]
+    Dial(#[from] DialError),
     #[error("estimator call: {0}")]
     Call(#[from] tonic::Status),
     #[error("estimator call timed out")]
@@ -26,6 +29,7 @@ pub enum AskError {
 /// Estimator clients, one channel per endpoint.
 pub struct Unschedulable {
     timeout: Duration,
+    dial: EstimatorDial,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -33,8 +37,15 @@ impl Unschedulable {
     pub fn new(timeout: Duration) -> Self {
         Self {
             timeout,
+            dial: EstimatorDial::plain(),
             channels: Mutex::default(),
         }
+    }
+
+    /// Dials the estimators as `dial` says (default: plain gRPC).
+    pub fn with_dial(mut self, dial: EstimatorDial) -> Self {
+        self.dial = dial;
+        self
     }
 
     /// Drops the channels of endpoints no cluster advertises any more
@@ -48,16 +59,7 @@ impl Unschedulable {
         if let Some(c) = self.channels.lock().get(endpoint) {
             return Ok(c.clone());
         }
-        let uri = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|_| AskError::Endpoint(endpoint.to_string()))?
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout)
-            .connect_lazy();
+        let channel = self.dial.connect_lazy(endpoint, self.timeout)?;
         self.channels
             .lock()
             .insert(endpoint.to_string(), channel.clone());

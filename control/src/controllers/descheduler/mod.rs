@@ -45,6 +45,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::estimator_dial::EstimatorDial;
 use super::events::{EventRecorder, EventType, Involved};
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
@@ -153,12 +154,13 @@ struct Shared {
     tracker: Tracker,
 }
 
-/// Starts the descheduler (nothing when the interval is zero); it runs
-/// until `stop` turns true.
+/// Starts the descheduler (nothing when the interval is zero), dialing the
+/// estimators as `dial` says; it runs until `stop` turns true.
 pub fn spawn(
     objects: Objects,
     metrics: DeschedulerMetrics,
     options: DeschedulerOptions,
+    dial: EstimatorDial,
     events: EventRecorder,
     tracker: Tracker,
     mut stop: watch::Receiver<bool>,
@@ -175,7 +177,7 @@ pub fn spawn(
         crb,
         cluster,
         index: RwLock::default(),
-        estimators: estimate::Unschedulable::new(options.timeout),
+        estimators: estimate::Unschedulable::new(options.timeout).with_dial(dial),
         options,
         metrics,
         events,

@@ -6,6 +6,7 @@
 //! cluster's resourceVersion), so a cluster that reports new capacity is
 //! asked again. A cluster without an answer gets `None`, and the placement
 //! core falls back to the general estimate from its resource summary.
+//! Endpoints are dialed as [`EstimatorDial`] says (plain gRPC or TLS).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -19,9 +20,10 @@ use hami_proto::k8s::io::apimachinery::pkg::api::resource as qpb;
 use parking_lot::Mutex;
 use prost::Message;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::metrics::SchedulerMetrics;
+use crate::controllers::estimator_dial::{DialError, EstimatorDial};
 
 /// Settings of estimator calls.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +63,7 @@ type CacheKey = (String, String, u64);
 /// Estimator clients and the answer cache.
 pub struct Estimators {
     config: EstimateConfig,
+    dial: EstimatorDial,
     metrics: SchedulerMetrics,
     channels: Mutex<HashMap<String, Channel>>,
     cache: Mutex<HashMap<CacheKey, (i32, Instant)>>,
@@ -73,12 +76,19 @@ impl Estimators {
     pub fn new(config: EstimateConfig, metrics: SchedulerMetrics) -> Self {
         Self {
             config,
+            dial: EstimatorDial::plain(),
             metrics,
             channels: Mutex::default(),
             cache: Mutex::default(),
             down_until: Mutex::default(),
             no_batch: Mutex::default(),
         }
+    }
+
+    /// Dials the estimators as `dial` says (default: plain gRPC).
+    pub fn with_dial(mut self, dial: EstimatorDial) -> Self {
+        self.dial = dial;
+        self
     }
 
     /// A cached answer, if still fresh.
@@ -91,24 +101,15 @@ impl Estimators {
             .map(|(v, _)| *v)
     }
 
-    fn channel(&self, endpoint: &str) -> Option<Channel> {
+    fn channel(&self, endpoint: &str) -> Result<Channel, DialError> {
         if let Some(c) = self.channels.lock().get(endpoint) {
-            return Some(c.clone());
+            return Ok(c.clone());
         }
-        let uri = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let channel = Endpoint::from_shared(uri)
-            .ok()?
-            .connect_timeout(self.config.timeout)
-            .timeout(self.config.timeout)
-            .connect_lazy();
+        let channel = self.dial.connect_lazy(endpoint, self.config.timeout)?;
         self.channels
             .lock()
             .insert(endpoint.to_string(), channel.clone());
-        Some(channel)
+        Ok(channel)
     }
 
     /// Asks every uncached query, one concurrent call per cluster, and
@@ -143,10 +144,14 @@ impl Estimators {
     }
 
     async fn ask(&self, cluster: String, endpoint: String, qs: Vec<Query>) {
-        let Some(channel) = self.channel(&endpoint) else {
-            self.metrics.estimator_errors.inc();
-            self.mark_down(&endpoint);
-            return;
+        let channel = match self.channel(&endpoint) {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::warn!(cluster, error = %e, "estimator not dialed; using the general estimate");
+                self.metrics.estimator_errors.inc();
+                self.mark_down(&endpoint);
+                return;
+            }
         };
         let start = Instant::now();
         let answers = if self.no_batch.lock().contains(&endpoint) {
@@ -171,12 +176,13 @@ impl Estimators {
                     cache.insert((q.cluster, q.shape_key, q.revision), (v.max(0), at));
                 }
             }
-            Ok(_) | Err(_) => {
+            other => {
                 self.metrics.estimator_errors.inc();
                 self.mark_down(&endpoint);
                 tracing::debug!(
                     cluster,
                     endpoint,
+                    error = ?other.err(),
                     "estimator did not answer; using the general estimate"
                 );
             }

@@ -66,6 +66,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
+use super::estimator_dial::EstimatorDial;
 use super::events::{EventRecorder, EventType, Involved};
 use super::feed::{self, Change};
 use super::objects::{ObjectError, Objects, spec_of};
@@ -76,13 +77,15 @@ use estimate::{EstimateConfig, Estimators, Query};
 use metrics::{AttemptResult, SchedulerMetrics};
 
 /// Scheduler settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     /// Bindings decided per pass (one estimator call per cluster per pass).
     pub batch: usize,
     /// Decision writes in flight at once (they share store commits).
     pub max_in_flight: usize,
     pub estimates: EstimateConfig,
+    /// How the estimators are dialed (plain gRPC or TLS).
+    pub dial: EstimatorDial,
 }
 
 impl Default for SchedulerConfig {
@@ -91,6 +94,7 @@ impl Default for SchedulerConfig {
             batch: 256,
             max_in_flight: 64,
             estimates: EstimateConfig::default(),
+            dial: EstimatorDial::plain(),
         }
     }
 }
@@ -240,7 +244,7 @@ pub fn spawn_with(
         widen: Mutex::default(),
         reservations: Mutex::default(),
         queue: WorkQueue::new(),
-        estimators: Estimators::new(config.estimates, metrics.clone()),
+        estimators: Estimators::new(config.estimates, metrics.clone()).with_dial(config.dial),
         metrics,
         quota: QuotaGate::new(),
         events,

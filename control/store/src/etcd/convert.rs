@@ -117,12 +117,14 @@ pub(crate) fn error(e: etcd_client::Error) -> StoreError {
     use tonic::Code;
     match &e {
         E::GRpcStatus(status) => match status.code() {
+            // With the cause when there is one (a refused TLS handshake
+            // says why); a stream cut by a dropped connection is a
+            // "transport error".
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
-                StoreError::Unavailable(format!("etcd: {}", status.message()))
+                StoreError::Unavailable(format!("etcd: {}{}", status.message(), root_cause(status)))
             }
-            // A stream cut by a dropped connection: "transport error".
             _ if from_transport(status) => {
-                StoreError::Unavailable(format!("etcd: {}", status.message()))
+                StoreError::Unavailable(format!("etcd: {}{}", status.message(), root_cause(status)))
             }
             _ => StoreError::Backend(format!("etcd: {}", status.message())),
         },
@@ -143,6 +145,17 @@ fn from_transport(status: &tonic::Status) -> bool {
         source = e.source();
     }
     false
+}
+
+/// `": "` and the innermost error under `status`, or nothing.
+fn root_cause(status: &tonic::Status) -> String {
+    let mut last = None;
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        last = Some(e);
+        source = e.source();
+    }
+    last.map(|e| format!(": {e}")).unwrap_or_default()
 }
 
 /// True for etcd's "required revision has been compacted" answer.

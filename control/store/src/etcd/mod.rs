@@ -20,6 +20,9 @@
 //!   compacts to its last `history` revisions every `compact_interval`
 //!   (compaction is etcd-wide: leave it to etcd's own
 //!   `--auto-compaction-*` by setting `compact_interval` to `None`).
+//! * TLS (see [`tls`](self)): with [`EtcdOptions::tls`] the client verifies
+//!   etcd's certificate with the given CA and presents the client pair, if
+//!   any; endpoints are `https://` then.
 //! * Errors: an unreachable or silent etcd is [`StoreError::Unavailable`]
 //!   (for a write, the outcome is unknown); failed preconditions are
 //!   AlreadyExists, NotFound and Conflict as in the other backends.
@@ -35,9 +38,11 @@ use tokio::sync::{mpsc, watch};
 mod cache;
 mod convert;
 mod leader;
+mod tls;
 mod watch_forward;
 
 pub use leader::Leadership;
+pub use tls::EtcdTls;
 
 use cache::Cache;
 use convert::Keys;
@@ -54,8 +59,11 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 /// Where and how to reach etcd.
 #[derive(Clone, Debug)]
 pub struct EtcdOptions {
-    /// etcd client URLs (`http://host:2379` or `host:2379`).
+    /// etcd client URLs (`http://host:2379`, `https://host:2379` with
+    /// `tls`, or `host:2379`: over TLS when `tls` is set).
     pub endpoints: Vec<String>,
+    /// TLS to etcd: the CA of etcd's certificate and a client pair.
+    pub tls: Option<EtcdTls>,
     /// Every key of the store lives under this etcd prefix (not empty).
     pub prefix: String,
     /// Revisions kept by the store's own compaction.
@@ -78,6 +86,7 @@ impl Default for EtcdOptions {
     fn default() -> Self {
         EtcdOptions {
             endpoints: vec!["http://127.0.0.1:2379".into()],
+            tls: None,
             prefix: "/hami/".into(),
             history: 10_000,
             compact_interval: Some(Duration::from_secs(300)),
@@ -127,9 +136,12 @@ impl EtcdStore {
             StoreError::Backend(format!("the etcd store needs a tokio runtime: {e}"))
         })?;
         let timeout = options.request_timeout;
-        let connect = ConnectOptions::new()
+        let mut connect = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = tls::options(&options.endpoints, options.tls.as_ref())? {
+            connect = connect.with_tls(tls);
+        }
         let client = tokio::time::timeout(
             timeout,
             Client::connect(options.endpoints.as_slice(), Some(connect)),
@@ -168,6 +180,7 @@ impl EtcdStore {
         }
         tracing::info!(
             endpoints = ?store.options.endpoints,
+            tls = store.options.tls.is_some(),
             prefix = store.options.prefix,
             revision,
             keys = store.cache.list("", None, 0).items.len(),

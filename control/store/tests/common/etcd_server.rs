@@ -5,6 +5,10 @@
 //! Without the binary a test is skipped with the reason printed, except
 //! under `CI=true`, where it fails: CI installs etcd-server.
 //!
+//! [`EtcdServer::start_tls`] serves the client port over TLS (and with
+//! `client_cert_auth`, requires client certificates); its health is then
+//! read on a plain metrics port of its own.
+//!
 //! Only std and tempfile: hami-control's end-to-end tests include this
 //! file too (`#[path]`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -20,10 +24,37 @@ use tempfile::TempDir;
 pub struct EtcdServer {
     child: Child,
     bin: PathBuf,
-    /// `http://127.0.0.1:PORT`, the client URL.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), the client URL.
     pub endpoint: String,
-    peer: String,
+    launch: Launch,
     dir: TempDir,
+}
+
+/// TLS of the client port: etcd's serving pair and the CA of its clients.
+#[derive(Clone, Debug)]
+pub struct EtcdServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `--trusted-ca-file`: the CA client certificates must chain to.
+    pub ca: PathBuf,
+    /// `--client-cert-auth`: refuse clients without such a certificate.
+    pub client_cert_auth: bool,
+}
+
+/// How etcd is started, again on restart.
+#[derive(Clone, Debug)]
+struct Launch {
+    client: u16,
+    peer: u16,
+    /// With TLS, a plain port for `/health`.
+    metrics: Option<u16>,
+    tls: Option<EtcdServerTls>,
+}
+
+impl Launch {
+    fn health_port(&self) -> u16 {
+        self.metrics.unwrap_or(self.client)
+    }
 }
 
 /// `$HAMI_TEST_ETCD` when set (and a file), else `etcd` on the PATH.
@@ -59,6 +90,16 @@ impl EtcdServer {
     /// A running etcd, or `None` (after saying why) when there is no etcd
     /// binary and this is not CI.
     pub fn start() -> Option<EtcdServer> {
+        Self::start_with(None)
+    }
+
+    /// A running etcd serving its clients over `tls`, or `None` as
+    /// [`start`](Self::start).
+    pub fn start_tls(tls: EtcdServerTls) -> Option<EtcdServer> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<EtcdServerTls>) -> Option<EtcdServer> {
         let Some(bin) = binary() else {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!(
@@ -78,16 +119,24 @@ impl EtcdServer {
             let dir = temp_dir();
             let (client_l, client) = free_port();
             let (peer_l, peer) = free_port();
-            drop((client_l, peer_l));
-            let child = match spawn(&bin, dir.path(), client, peer) {
+            let (metrics_l, metrics) = free_port();
+            drop((client_l, peer_l, metrics_l));
+            let launch = Launch {
+                client,
+                peer,
+                metrics: tls.is_some().then_some(metrics),
+                tls: tls.clone(),
+            };
+            let child = match spawn(&bin, dir.path(), &launch) {
                 Ok(c) => c,
                 Err(e) => panic!("{e}"),
             };
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let mut server = EtcdServer {
                 child,
                 bin: bin.clone(),
-                endpoint: format!("http://127.0.0.1:{client}"),
-                peer: format!("http://127.0.0.1:{peer}"),
+                endpoint: format!("{scheme}://127.0.0.1:{client}"),
+                launch,
                 dir,
             };
             match server.wait_ready() {
@@ -98,21 +147,13 @@ impl EtcdServer {
         panic!("etcd ({}) did not start:\n{last}", bin.display());
     }
 
-    fn client_port(&self) -> u16 {
-        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    fn peer_port(&self) -> u16 {
-        self.peer.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("etcd exited ({status}):\n{}", self.log()));
             }
-            if healthy(self.client_port()) {
+            if healthy(self.launch.health_port()) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -135,13 +176,8 @@ impl EtcdServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            self.child = spawn(
-                &self.bin,
-                self.dir.path(),
-                self.client_port(),
-                self.peer_port(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            self.child =
+                spawn(&self.bin, self.dir.path(), &self.launch).unwrap_or_else(|e| panic!("{e}"));
             match self.wait_ready() {
                 Ok(()) => return,
                 // The ports were just freed; the OS may still hold them.
@@ -158,16 +194,30 @@ impl Drop for EtcdServer {
     }
 }
 
-fn spawn(bin: &Path, dir: &Path, client: u16, peer: u16) -> Result<Child, String> {
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
+fn spawn(bin: &Path, dir: &Path, launch: &Launch) -> Result<Child, String> {
+    let scheme = if launch.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let client_url = format!("{scheme}://127.0.0.1:{}", launch.client);
+    let peer_url = format!("http://127.0.0.1:{}", launch.peer);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("etcd.log"))
         .map_err(|e| e.to_string())?;
-    Command::new(bin)
-        .arg("--name=test")
+    let mut cmd = Command::new(bin);
+    if let Some(tls) = &launch.tls {
+        cmd.arg(format!("--cert-file={}", tls.cert.display()))
+            .arg(format!("--key-file={}", tls.key.display()))
+            .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+            .arg(format!("--client-cert-auth={}", tls.client_cert_auth));
+    }
+    if let Some(port) = launch.metrics {
+        cmd.arg(format!("--listen-metrics-urls=http://127.0.0.1:{port}"));
+    }
+    cmd.arg("--name=test")
         .arg(format!("--data-dir={}", dir.join("data").display()))
         .arg(format!("--listen-client-urls={client_url}"))
         .arg(format!("--advertise-client-urls={client_url}"))

@@ -6,6 +6,8 @@
 pub mod etcd;
 #[cfg(feature = "etcd")]
 pub mod etcd_server;
+#[cfg(feature = "etcd")]
+pub mod test_certs;
 
 use std::time::Duration;
 
