@@ -147,11 +147,6 @@ impl ServingCert {
         *self.current.write() = loaded;
         Ok(true)
     }
-
-    /// The certificate chain served now (leaf first), DER.
-    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
-        self.current.read().key.cert.clone()
-    }
 }
 
 impl ResolvesServerCert for ServingCert {

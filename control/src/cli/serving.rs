@@ -41,7 +41,7 @@ impl Credentials {
 /// The API served over TLS.
 pub struct Secure {
     pub tls: Arc<rustls::ServerConfig>,
-    pub serving: Arc<ServingCert>,
+    serving: Arc<ServingCert>,
     /// With hami's own PKI: its directory's parent and the SANs, to
     /// re-issue the serving certificate before it expires.
     managed: Option<(PathBuf, Vec<String>)>,

@@ -89,24 +89,24 @@ impl Hami {
     /// How to reach the API as the admin of the kubeconfig `hami up` wrote
     /// (TLS with its client certificate; plain HTTP with `--insecure-http`).
     pub fn endpoint(&self) -> Endpoint {
+        self.try_endpoint().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_endpoint(&self) -> Result<Endpoint, String> {
         let tls = if self.insecure() {
             None
         } else {
-            Some(admin_tls(&self.kubeconfig()).unwrap_or_else(|e| panic!("{e}")))
+            Some(admin_tls(&self.kubeconfig())?)
         };
-        Endpoint {
+        Ok(Endpoint {
             listen: self.listen.clone(),
             tls,
-        }
+        })
     }
 
     /// GET `path` from the control plane as the admin: (status, body).
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
-        if self.insecure() {
-            return http_get(&self.listen, path);
-        }
-        let tls = admin_tls(&self.kubeconfig())?;
-        https_get(&self.listen, path, &[], tls)
+        self.try_endpoint()?.get(path)
     }
 
     /// `/metrics` of the control plane, as the admin.
