@@ -25,9 +25,54 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-/// A TLS handshake must finish within this; a client that stalls in it
-/// holds nothing longer.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What one connection may hold, as kube-apiserver's secure port sets
+/// Go's `http.Server` (`MaxHeaderBytes` 1 MiB, `ReadHeaderTimeout` 32 s,
+/// `IdleTimeout` 90 s; Go bounds the TLS handshake by the read timeouts).
+/// Each connection is served in its own task from the moment it is
+/// accepted, handshake included, so a client that stalls holds only its own
+/// connection, never the accept loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// The TLS handshake must finish within this, or the connection is
+    /// dropped (a client that connects and sends nothing, or stops half
+    /// way through its hello).
+    pub handshake_timeout: Duration,
+    /// A request's headers must arrive within this from when the
+    /// connection starts waiting for them (a slowloris client). hyper runs
+    /// the same timer while a kept-alive connection waits for its next
+    /// request, so this is the idle keep-alive timeout too: an idle
+    /// connection is closed after it (sooner than Go's 90 s `IdleTimeout`;
+    /// clients reconnect, as they must after any idle close).
+    pub header_read_timeout: Duration,
+    /// What one connection may send before a request's headers end
+    /// (hyper's read buffer; at least 8 KiB, hyper's minimum).
+    pub max_buf_size: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(32),
+            max_buf_size: 1024 * 1024,
+        }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, as
+/// Go's runtime does at start-up for kube-apiserver (since Go 1.19): every
+/// connection and watch holds a descriptor, and the usual soft limit of
+/// 1,024 would refuse connections long before the per-user limits apply.
+/// Logs what it did; a failure is logged and start-up goes on.
+pub fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not raise the open files limit (RLIMIT_NOFILE); connections may be refused past it"
+        ),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -244,17 +289,16 @@ fn peer_identity(connection: &rustls::ServerConnection) -> Option<PeerIdentity> 
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves, then
-/// waits (at most 10 s) for open connections to finish.
-/// `max_buf_size` bounds what one connection may send before a request's
-/// headers end (hyper's read buffer; at least 8 KiB).
+/// waits (at most 10 s) for open connections to finish. Each connection is
+/// bounded by `limits` (see [`ConnectionLimits`]).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     tls: Arc<rustls::ServerConfig>,
-    max_buf_size: usize,
+    limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max_buf_size = max_buf_size.max(8 * 1024);
+    let max_buf_size = limits.max_buf_size.max(8 * 1024);
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -276,7 +320,8 @@ pub async fn serve(
         let router = router.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = acceptor.accept(tcp);
+            let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -297,7 +342,7 @@ pub async fn serve(
             let service = TowerToHyperService::new(service);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(max_buf_size)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection).await {

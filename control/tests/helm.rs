@@ -159,7 +159,12 @@ fn help_of(bin: &Path, sub: &[&str]) -> Help {
                 .map(str::to_string);
         }
         if let (Some(flag), Some(i)) = (&current, line.find("[env: ")) {
-            let name = line[i + 6..].split('=').next().unwrap_or("").to_string();
+            // `[env: NAME=value]`, or `[env: NAME]` for hidden values (secrets).
+            let name = line[i + 6..]
+                .split(['=', ']'])
+                .next()
+                .unwrap_or("")
+                .to_string();
             env.insert(flag.clone(), name);
         }
     }
@@ -810,6 +815,10 @@ fn expected_kinds(chart: &str, values: Option<&str>) -> BTreeMap<&'static str, u
         }
         ("hami-agent", Some("gpu-cluster-values.yaml")) => {
             k.extend([("ServiceMonitor", 1), ("PodMonitor", 1), ("Secret", 1)]);
+        }
+        // Join mode: the bootstrap token's Secret.
+        ("hami-agent", Some("join-values.yaml")) => {
+            k.insert("Secret", 1);
         }
         (c, Some(f)) => panic!("charts/{c}/ci/{f}: add its expected kinds to this test"),
     }

@@ -95,7 +95,22 @@ async fn register_once(
         let pp = PatchParams::apply(MANAGER).force();
         timed(t, api.patch(name, &pp, &Patch::Apply(&body))).await?;
     }
+    ensure_namespace(s, control).await
+}
+
+/// Reads the namespace and creates it only when it is missing. A create
+/// answered 409 (made meanwhile) or 403 is accepted: a joined agent may not
+/// create namespaces, the control plane's signer made its namespace when it
+/// issued the agent's certificate (and the Lease and Works loops report it
+/// if it is really missing).
+async fn ensure_namespace(s: &Shared, control: &kube::Client) -> Result<(), CallError> {
+    let t = s.config.request_timeout;
     let ns: Api<Namespace> = Api::all(control.clone());
+    match timed(t, ns.get(&s.namespace)).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.code() == Some(404) => {}
+        Err(e) => return Err(e),
+    }
     let object = Namespace {
         metadata: ObjectMeta {
             name: Some(s.namespace.clone()),
@@ -106,6 +121,14 @@ async fn register_once(
     match timed(t, ns.create(&PostParams::default(), &object)).await {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(409) => Ok(()),
+        Err(e) if e.code() == Some(403) => {
+            tracing::warn!(
+                namespace = s.namespace,
+                error = %e,
+                "namespace missing and not allowed to create it: going on (the control plane makes it for joined agents)"
+            );
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

@@ -62,3 +62,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "hami-agent.estimatorAdvertise" -}}
 {{- default (printf "%s-estimator.%s.svc:%d" (include "hami-agent.fullname" .) .Release.Namespace (int .Values.estimator.port)) .Values.estimator.advertise }}
 {{- end }}
+
+{{/* The Secret with the bootstrap token (join mode). */}}
+{{- define "hami-agent.joinSecret" -}}
+{{- default (printf "%s-join" (include "hami-agent.fullname" .)) .Values.join.existingSecret }}
+{{- end }}
+
+{{/* The CA hashes of join mode, as a list; fails when missing. */}}
+{{- define "hami-agent.caCertHashes" -}}
+{{- $h := .Values.join.caCertHash }}
+{{- if kindIs "string" $h }}{{ $h = list $h | compact }}{{ end }}
+{{- if not $h }}
+{{- fail "join.caCertHash is required with join.url (sha256:HEX, printed by `hami token create`)" }}
+{{- end }}
+{{- toJson $h }}
+{{- end }}

@@ -20,6 +20,7 @@ macro_rules! out {
 mod client;
 mod client_tls;
 mod kubeconfig;
+mod service_accounts;
 mod serving;
 mod sim;
 mod simclusters;

@@ -49,6 +49,9 @@ pub struct Secure {
     pub admin: Credentials,
     /// hami-control's own ([`CONTROL_USER`]).
     pub control: Credentials,
+    /// The cluster CA, which signs approved agent certificates (the CSR
+    /// controller).
+    pub pki: Arc<Pki>,
 }
 
 impl Secure {
@@ -114,6 +117,7 @@ impl Secure {
             managed,
             admin,
             control,
+            pki: Arc::new(pki),
         })
     }
 

@@ -191,9 +191,18 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         None => outln!("  expires:        never"),
     }
     outln!("  ca-cert-hash:   {hash}");
-    if let Some(server) = server {
+    if let Some(server) = &server {
         outln!("  control plane:  {server}");
     }
+    // hami-agent's --join flags (kubeadm's `token create --print-join-command`).
+    let url = server
+        .as_deref()
+        .unwrap_or("https://<control-plane>:<port>");
+    outln!("join the member cluster's agent with:");
+    outln!(
+        "  hami-agent --cluster-name {} --join {url} --token {id}.{secret} --ca-cert-hash {hash}",
+        args.cluster
+    );
     Ok(())
 }
 

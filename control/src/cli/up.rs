@@ -54,6 +54,11 @@ pub struct UpArgs {
     /// Serve the API only: no detector, no scheduler.
     #[arg(long, env = "HAMI_NO_CONTROLLERS")]
     pub no_controllers: bool,
+    /// The longest validity of a certificate the CSR signer issues
+    /// (kube-controller-manager's flag; a CSR's expirationSeconds may ask
+    /// for less). Go durations: 8760h, 30m, 1h30m.
+    #[arg(long, env = "HAMI_CLUSTER_SIGNING_DURATION", default_value = "8760h", value_parser = crate::controllers::csr::parse_go_duration)]
+    pub cluster_signing_duration: std::time::Duration,
     /// Also start this many simulated GPU member clusters (member-1..N; the
     /// last joins in Push mode, the others in Pull mode with an agent);
     /// their kubeconfigs go to DATA_DIR/members/<name>.kubeconfig. While
@@ -109,6 +114,8 @@ pub struct UpArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub service_accounts: super::service_accounts::ServiceAccountArgs,
     #[command(flatten)]
     pub faults: FaultArgs,
     #[command(flatten)]
@@ -204,6 +211,14 @@ pub struct TlsArgs {
     /// hami's own certificate re-issued when it expires within 30 days).
     #[arg(long, env = "HAMI_TLS_RELOAD_INTERVAL", hide = true, default_value = "1m", value_parser = parse_positive_duration)]
     pub tls_reload_interval: std::time::Duration,
+    /// A connection whose TLS handshake has not finished after this is
+    /// dropped (see `https::ConnectionLimits`); shorter in tests.
+    #[arg(long, env = "HAMI_TLS_HANDSHAKE_TIMEOUT", hide = true, default_value = "10s", value_parser = parse_positive_duration)]
+    pub tls_handshake_timeout: std::time::Duration,
+    /// A request's headers must arrive within this; also how long a
+    /// kept-alive connection may wait idle for its next request.
+    #[arg(long, env = "HAMI_HTTP_HEADER_READ_TIMEOUT", hide = true, default_value = "32s", value_parser = parse_positive_duration)]
+    pub http_header_read_timeout: std::time::Duration,
 }
 
 /// Fault injection for tests (hidden from --help): watches that fall
@@ -275,6 +290,7 @@ async fn shutdown_signal() {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    crate::https::raise_open_files_limit();
     // A bad fleet file is reported before anything starts.
     let fleets = simclusters::fleets(args.sim_clusters, args.fleet.as_deref())?;
     let estimator_dial = args.estimator_tls.dial()?;
@@ -331,11 +347,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         (None, None) => "memory",
     };
     let registry = hami_kinds::registry().context("build the kind registry")?;
+    let service_accounts = (!args.tls.insecure_http)
+        .then(|| args.service_accounts.options(&args.data_dir))
+        .transpose()?;
     let config = ServerConfig {
         validator: Some(hami_kinds::validator()),
         auth: (!args.tls.insecure_http).then(|| AuthOptions {
             token_auth_file: args.tls.token_auth_file.clone(),
             bootstrap_tokens: true,
+            service_accounts,
         }),
         limits: args.limits.limits()?,
         ..ServerConfig::default()
@@ -433,9 +453,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         };
         let state = server.state().clone();
         let stop_controllers = stopped.clone();
+        // The CSR approver and signer need the CA: only when serving TLS.
+        let csr = secure
+            .as_ref()
+            .map(|s| crate::controllers::csr::CsrOptions {
+                pki: s.pki.clone(),
+                signing_duration: args.cluster_signing_duration,
+            });
         let start = move || {
-            crate::controllers::start(state, m, push, failover, estimator_dial, stop_controllers)
-                .context("start the controllers")
+            crate::controllers::start(
+                state,
+                m,
+                push,
+                failover,
+                estimator_dial,
+                csr,
+                stop_controllers,
+            )
+            .context("start the controllers")
         };
         match &etcd {
             None => {
@@ -468,12 +503,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 stopped.clone(),
             ));
             let router = server.router();
-            let max_buf_size = server.state().config.limits.http1_max_buf_size();
+            let connections = crate::https::ConnectionLimits {
+                handshake_timeout: args.tls.tls_handshake_timeout,
+                header_read_timeout: args.tls.http_header_read_timeout,
+                max_buf_size: server.state().config.limits.http1_max_buf_size(),
+            };
             tokio::spawn(crate::https::serve(
                 listener,
                 router,
                 secure.tls.clone(),
-                max_buf_size,
+                connections,
                 until_stopped,
             ))
         }

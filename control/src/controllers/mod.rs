@@ -56,6 +56,7 @@
 //! cluster missing from the index makes them do less, never more.
 
 pub mod binding;
+pub mod csr;
 pub mod descheduler;
 pub mod detector;
 pub mod estimator_dial;
@@ -97,6 +98,7 @@ pub struct ControllerMetrics {
     pub events: events::EventMetrics,
     pub quota: quota::QuotaMetrics,
     pub gc: gc::GcMetrics,
+    pub csr: csr::CsrMetrics,
     pub trackers: tracker::Trackers,
 }
 
@@ -114,6 +116,7 @@ impl ControllerMetrics {
             events: events::EventMetrics::register(registry),
             quota: quota::QuotaMetrics::register(registry),
             gc: gc::GcMetrics::register(registry),
+            csr: csr::CsrMetrics::register(registry),
             trackers: tracker::Trackers::register(registry),
         }
     }
@@ -130,14 +133,16 @@ pub struct FailoverOptions {
 /// Starts the detector, the scheduler, the binding controller, status
 /// aggregation, cluster health and failover, the quota controller and the
 /// garbage collector on `state`, and the Push controller with `push`; the
-/// scheduler and the descheduler dial the estimators as `estimators` says.
-/// They stop when `stop` turns true.
+/// scheduler and the descheduler dial the estimators as `estimators` says;
+/// with `csr` (a PKI), the CSR approver and signer. They stop when `stop`
+/// turns true.
 pub fn start(
     state: Arc<State>,
     metrics: ControllerMetrics,
     push: push::PushOptions,
     failover: FailoverOptions,
     estimators: estimator_dial::EstimatorDial,
+    csr: Option<csr::CsrOptions>,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ObjectError> {
     let readiness = state.readiness.clone();
@@ -205,6 +210,7 @@ pub fn start(
     .into_iter()
     .map(t)
     .collect();
+    let (objects_csr, events_csr, stop_csr) = (objects.clone(), events.clone(), stop.clone());
     let descheduler = descheduler::spawn(
         objects,
         metrics.descheduler,
@@ -218,6 +224,20 @@ pub fn start(
         running.push(t("descheduler"));
     }
     tasks.extend(descheduler);
+    if let Some(options) = csr {
+        // Not one of the tracker set's names: one tracker, shared.
+        let tracker = t("csr");
+        let csr_task = csr::spawn(
+            objects_csr,
+            metrics.csr,
+            options,
+            events_csr,
+            tracker.clone(),
+            stop_csr,
+        )?;
+        tasks.push(csr_task);
+        running.push(tracker);
+    }
     tracker::register_readiness(&readiness, &running);
     Ok(tasks)
 }

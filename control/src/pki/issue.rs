@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SerialNumber, SigningKey,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber, SigningKey,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
@@ -110,6 +110,34 @@ pub(super) fn client(
         cert_pem: super::cert::der_to_pem(&der),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// The usages of a certificate signed for someone else's key.
+pub(super) struct Profile {
+    pub key_usages: Vec<KeyUsagePurpose>,
+    pub extended: Vec<ExtendedKeyUsagePurpose>,
+}
+
+/// A certificate for `public_key` (a signing request's) as `user` (CN) in
+/// `groups` (one O each), valid over `(now, not_after)`. Returns its DER.
+pub(super) fn for_key(
+    ca: &Issuer<'_, KeyPair>,
+    public_key: &impl PublicKeyData,
+    user: &str,
+    groups: &[String],
+    profile: Profile,
+    (now, not_after): (SystemTime, SystemTime),
+) -> Result<Vec<u8>, PkiError> {
+    let what = "requested";
+    let mut params = base(user, now, not_after)?;
+    params.key_usages = profile.key_usages;
+    params.extended_key_usages = profile.extended;
+    params.use_authority_key_identifier_extension = true;
+    let cert = params
+        .signed_by(public_key, ca)
+        .map_err(|source| PkiError::Issue { what, source })?;
+    // One O per group, as `client` does (rcgen keeps one value per type).
+    resubject(cert.der(), &subject(user, groups), ca.key())
 }
 
 /// The latest `notAfter` X.509 can say: 9999-12-31T23:59:59Z.

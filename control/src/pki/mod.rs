@@ -16,9 +16,11 @@
 //! Nothing here reads the clock: whatever depends on time takes `now`.
 
 mod cert;
+mod csr;
 mod files;
 mod issue;
 mod sans;
+mod service_account;
 mod tls;
 
 #[cfg(test)]
@@ -34,6 +36,10 @@ use std::time::{Duration, SystemTime};
 use rcgen::{Issuer, KeyPair, PublicKeyData};
 
 pub use cert::{ClientIdentity, client_identity};
+pub use csr::{CsrSubject, inspect_csr};
+pub use service_account::{
+    SA_KEY, SA_PUB, ServiceAccountKeyFiles, load_or_create_service_account_key,
+};
 
 use cert::CertInfo;
 use issue::Issued;
@@ -82,6 +88,8 @@ pub enum PkiError {
     InvalidIdentity { what: String },
     #[error("client certificate {what}")]
     ClientCert { what: String },
+    #[error("certificate signing request {what}")]
+    Csr { what: String },
     #[error("CA certificate: {what}")]
     CaCert { what: String },
     #[error("issuing the {what} certificate: {source}")]

@@ -318,3 +318,39 @@ fn client_identity_rejects_garbage_and_missing_cn() {
     let err = client_identity(&no_cn).unwrap_err();
     assert!(err.to_string().contains("no subject common name"), "{err}");
 }
+
+#[test]
+fn sign_csr_keeps_the_requesters_key_and_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let pki = Pki::load_or_create(dir.path(), &[], now).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "system:hami:agent:gpu-x");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:hami:agents");
+    let request = params.serialize_request(&key).unwrap().pem().unwrap();
+    let subject = super::inspect_csr(&request).unwrap();
+    assert_eq!(subject.common_name, "system:hami:agent:gpu-x");
+    assert_eq!(subject.organizations, vec!["system:hami:agents"]);
+    assert!(!subject.has_sans);
+    let usages = vec!["digital signature".to_owned(), "client auth".to_owned()];
+    let cert = pki
+        .sign_csr(&request, &usages, Duration::from_secs(3600), now)
+        .unwrap();
+    let der = cert::pem_to_der(&cert).unwrap();
+    let identity = client_identity(&der).unwrap();
+    assert_eq!(identity.user, "system:hami:agent:gpu-x");
+    assert_eq!(identity.groups, vec!["system:hami:agents"]);
+    let info = cert::inspect(&der).unwrap();
+    assert_eq!(info.spki, key.subject_public_key_info());
+    assert!(info.not_after <= now + Duration::from_secs(3600));
+    assert!(cert::signed_by(&der, &pki.ca.der));
+    assert!(
+        pki.sign_csr("not pem", &usages, Duration::from_secs(60), now)
+            .is_err()
+    );
+}

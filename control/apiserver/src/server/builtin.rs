@@ -2,8 +2,8 @@
 //! categories, and OpenAPI v3 schemas generated from k8s-openapi's types.
 
 use k8s_openapi::api::{
-    apps, autoscaling, batch, coordination, core, discovery, networking, policy, rbac, scheduling,
-    storage,
+    apps, autoscaling, batch, certificates, coordination, core, discovery, networking, policy,
+    rbac, scheduling, storage,
 };
 use k8s_openapi::schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::Value;
@@ -284,6 +284,26 @@ pub fn kinds() -> Vec<ResourceKind> {
             vec![
                 column("Completions", "integer", ".spec.completions"),
                 column("Succeeded", "integer", ".status.succeeded"),
+            ],
+        ),
+        // kube's columns; CONDITION is computed (see `csr::condition_text`).
+        build(
+            Spec {
+                group: super::csr::GROUP,
+                kind: super::csr::KIND,
+                plural: super::csr::PLURAL,
+                short_names: &["csr"],
+                all: false,
+                namespaced: false,
+                status: true,
+            },
+            openapi_schema::<certificates::v1::CertificateSigningRequest>(),
+            vec![
+                column("Age", "date", ".metadata.creationTimestamp"),
+                column("SignerName", "string", ".spec.signerName"),
+                column("Requestor", "string", ".spec.username"),
+                column("RequestedDuration", "string", ".spec.expirationSeconds"),
+                column("Condition", "string", super::csr::CONDITION_COLUMN),
             ],
         ),
         build(

@@ -89,6 +89,19 @@ fn resource_entries(kind: &ResourceKind) -> Vec<Value> {
             "verbs": ["get", "patch", "update"],
         }));
     }
+    if super::csr::is_csr(kind) {
+        entries.push(json!({
+            "name": format!("{}/{}", kind.plural, super::csr::APPROVAL),
+            "singularName": "",
+            "namespaced": kind.namespaced,
+            "kind": kind.kind,
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
+    // kube lists the TokenRequest subresource of ServiceAccounts.
+    if super::auth::service_account::token_request::serves(kind) {
+        entries.push(super::auth::service_account::token_request::discovery_entry());
+    }
     entries
 }
 

@@ -21,7 +21,7 @@ use super::metrics::{RequestLabels, VerbLabels, user_kind};
 use super::rbac::UserInfo;
 use super::request::{self, ApiPath, Query, Representation, ResourcePath};
 use super::status::ApiError;
-use super::{patching, read, scale, watch, write};
+use super::{csr, patching, read, scale, watch, write};
 
 /// Everything a verb handler gets from the request.
 pub struct Ctx {
@@ -104,9 +104,11 @@ fn plain_json(code: StatusCode, value: &Value) -> Response {
 }
 
 /// Every route, behind (outermost first) the header size limit
-/// ([`limits::headers`]), with `auth` [`auth::filter`] (also for `/metrics`
-/// and the probes), and the per-user limits ([`limits::filter`]), which so
-/// see the authenticated user.
+/// ([`limits::headers`]), with `auth` authentication and impersonation
+/// ([`auth::filter`], also for `/metrics` and the probes), the per-user
+/// limits ([`limits::filter`]), which so see the authenticated user, and
+/// authorization ([`auth::authorize`]): kube-apiserver's order, where APF
+/// runs before authorization, so forbidden requests count too.
 pub fn router(state: Arc<State>, auth: Option<Arc<Auth>>, limiter: Arc<Limiter>) -> Router {
     let gate = limits::Gate {
         state: state.clone(),
@@ -119,14 +121,22 @@ pub fn router(state: Arc<State>, auth: Option<Arc<Auth>>, limiter: Arc<Limiter>)
         .route("/metrics", get(metrics))
         .route("/version", get(discovery::version))
         .fallback(dispatch)
-        .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            gate.clone(),
-            limits::filter,
-        ));
-    let router = match auth {
-        Some(auth) => router.layer(axum::middleware::from_fn_with_state(
-            auth::filter::Gate { state, auth },
+        .with_state(state.clone());
+    let auth_gate = auth.map(|auth| auth::filter::Gate { state, auth });
+    let router = match &auth_gate {
+        Some(auth_gate) => router.layer(axum::middleware::from_fn_with_state(
+            auth_gate.clone(),
+            auth::authorize,
+        )),
+        None => router,
+    };
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        gate.clone(),
+        limits::filter,
+    ));
+    let router = match auth_gate {
+        Some(auth_gate) => router.layer(axum::middleware::from_fn_with_state(
+            auth_gate,
             auth::filter,
         )),
         None => router,
@@ -172,8 +182,11 @@ async fn dispatch(AxumState(state): AxumState<Arc<State>>, request: Request) -> 
     let encoding = request::response_encoding(&headers);
     let (verb, resource, response) = ENCODING
         .scope(encoding, async {
-            let (verb, resource, result) =
-                route(&state, method, &uri, headers, &extensions, body).await;
+            let (verb, resource, result) = csr::with_requester(
+                &extensions,
+                route(&state, method, &uri, headers, &extensions, body),
+            )
+            .await;
             (
                 verb,
                 resource,
@@ -327,9 +340,22 @@ async fn route(
         headers,
     };
     let sub = ctx.path.subresource.clone();
+    // ServiceAccount tokens: create-only, never stored.
+    if sub.as_deref() == Some("token")
+        && auth::service_account::token_request::serves(&ctx.path.kind)
+    {
+        let result = match method {
+            Method::POST => {
+                auth::service_account::token_request::serve(state, &ctx, extensions, body).await
+            }
+            _ => Err(method_not_allowed(&method)),
+        };
+        return ("create", resource, result);
+    }
     if let Some(sub) = &sub
         && !((sub == "status" && ctx.path.kind.status_subresource)
-            || (sub == "scale" && ctx.path.kind.scale.is_some()))
+            || (sub == "scale" && ctx.path.kind.scale.is_some())
+            || (sub == csr::APPROVAL && csr::is_csr(&ctx.path.kind)))
     {
         return (
             "other",
@@ -357,6 +383,11 @@ async fn route(
             _ => ("other", Err(method_not_allowed(&method))),
         };
         return (verb, resource, result);
+    }
+    if sub.as_deref() == Some(csr::APPROVAL)
+        && let Err(e) = csr::authorize_approval(state, &ctx, extensions, &method)
+    {
+        return ("update", resource, Err(e));
     }
     let has_name = ctx.path.name.is_some();
     let (verb, result) = match (&method, has_name) {

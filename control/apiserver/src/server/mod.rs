@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod builtin;
 pub mod crd;
+pub mod csr;
 pub mod deletion;
 mod discovery;
 mod dispatch;
@@ -126,7 +127,8 @@ impl ApiServer {
         shutdown: signal::Receiver<bool>,
     ) -> Self {
         let auth = config.auth.as_ref().map(|options| {
-            let auth = auth::Auth::new(options, metrics.clone());
+            let auth = auth::Auth::new(options, metrics.clone())
+                .with_service_account_tokens(store.clone());
             Arc::new(if options.bootstrap_tokens {
                 auth.with_bootstrap_tokens(store.clone())
             } else {

@@ -173,6 +173,9 @@ fn validate(state: &State, kind: &ResourceKind, object: &Value) -> Result<(), Ap
         ));
     }
     causes.extend(validation::builtin(&kind.group, &kind.kind, object));
+    if super::csr::is_csr(kind) {
+        causes.extend(super::csr::validate(object));
+    }
     if super::crd::is_definition(kind) {
         causes.extend(super::crd::validate(&state.registry.base(), object));
     }
@@ -249,6 +252,9 @@ pub async fn create(
     }
     if super::crd::is_definition(kind) {
         super::crd::prepare_create(&mut object);
+    }
+    if super::csr::is_csr(kind) {
+        super::csr::prepare_create(&mut object)?;
     }
     let name = meta::meta_str(&object, "name")
         .unwrap_or_default()
@@ -327,6 +333,20 @@ pub enum UpdateScope {
     Main,
     /// The status subresource: only status.
     Status,
+    /// CertificateSigningRequests' `approval` subresource: status, as the
+    /// kind's rules allow (see `csr`).
+    Approval,
+}
+
+impl UpdateScope {
+    /// The scope of a write to `subresource`.
+    pub fn of_subresource(subresource: Option<&str>) -> Self {
+        match subresource {
+            Some("status") => Self::Status,
+            Some("approval") => Self::Approval,
+            _ => Self::Main,
+        }
+    }
 }
 
 /// Which part an update changes and who makes it (`manager: None` leaves
@@ -372,7 +392,7 @@ pub fn prepare_update(
     }
     let old = &current.object;
     let mut result = match scope {
-        UpdateScope::Status => {
+        UpdateScope::Status | UpdateScope::Approval => {
             let mut r = old.clone();
             match new.get("status") {
                 Some(status) => r["status"] = status.clone(),
@@ -395,6 +415,9 @@ pub fn prepare_update(
             r
         }
     };
+    if super::csr::is_csr(kind) {
+        super::csr::prepare_update(old, &mut result, scope)?;
+    }
     // Fields a client cannot change.
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
     {
@@ -443,7 +466,11 @@ pub fn prepare_update(
         }
     }
     if let Some(manager) = manager {
-        let sub = (scope == UpdateScope::Status).then_some("status");
+        let sub = match scope {
+            UpdateScope::Main => None,
+            UpdateScope::Status => Some("status"),
+            UpdateScope::Approval => Some("approval"),
+        };
         result = record_ownership(kind, Some(old), &result, manager, sub)?;
     }
     if scope == UpdateScope::Main {

@@ -158,11 +158,7 @@ pub async fn patch(state: Arc<State>, ctx: &Ctx, bytes: Bytes) -> Result<Respons
     let ns = ctx.ns();
     let patch_type = PatchType::from_media_type(&request::content_type(&ctx.headers))?;
     let body = decode(patch_type, &bytes)?;
-    let scope = if ctx.path.subresource.as_deref() == Some("status") {
-        UpdateScope::Status
-    } else {
-        UpdateScope::Main
-    };
+    let scope = UpdateScope::of_subresource(ctx.path.subresource.as_deref());
     for _ in 0..MAX_RETRIES {
         let current = match objects::get(&state, &kind, ns, &name) {
             Ok(current) => Some(current),

@@ -485,6 +485,7 @@ mod tests {
             vec![
                 "apps",
                 "batch",
+                "certificates.k8s.io",
                 "coordination.k8s.io",
                 "networking.k8s.io",
                 "discovery.k8s.io",

@@ -161,6 +161,9 @@ fn columns(kind: &ResourceKind) -> Vec<Column> {
 }
 
 fn cell(column: &Column, object: &Value) -> Value {
+    if column.json_path.as_deref() == Some(super::csr::CONDITION_COLUMN) {
+        return json!(super::csr::condition_text(object));
+    }
     let value = column.json_path.as_deref().and_then(|p| eval(object, p));
     match (column.type_.as_str(), value) {
         (_, None) => Value::Null,

@@ -27,11 +27,7 @@ pub async fn create(state: Arc<State>, ctx: &Ctx, mut object: Value) -> Result<R
 }
 
 fn scope(ctx: &Ctx) -> UpdateScope {
-    if ctx.path.subresource.as_deref() == Some("status") {
-        UpdateScope::Status
-    } else {
-        UpdateScope::Main
-    }
+    UpdateScope::of_subresource(ctx.path.subresource.as_deref())
 }
 
 pub async fn update(state: Arc<State>, ctx: &Ctx, mut object: Value) -> Result<Response, ApiError> {

@@ -176,6 +176,7 @@ impl BootstrapTokens {
         Some(Identity {
             user: read.user(),
             uid: String::new(),
+            extra: Default::default(),
         })
     }
 

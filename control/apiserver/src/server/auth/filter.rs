@@ -1,6 +1,9 @@
 //! The middleware around the whole router (API, discovery, `/metrics`,
-//! `/healthz`, ...): authentication, impersonation, authorization, in
-//! kube-apiserver's order. A refused request is answered here with kube's
+//! `/healthz`, ...): authentication and impersonation ([`filter`]), then,
+//! after the per-user limits, authorization ([`authorize`]): kube-apiserver's
+//! order (`DefaultBuildHandlerChain`: authentication, impersonation, APF,
+//! authorization), so a user flooding forbidden requests is limited too. A
+//! refused request is answered here with kube's
 //! Status (401 `Unauthorized`, 403 `Forbidden`, 400 for malformed
 //! impersonation), counted in `hami_apiserver_requests_total` and logged at
 //! info; a request let through carries its [`UserInfo`], [`RequestUid`] and
@@ -149,7 +152,7 @@ pub async fn filter(
             return refuse(&gate, &attrs, Some(&identity.user), error, &message);
         }
     };
-    let Identity { user, uid } = identity;
+    let Identity { user, uid, extra } = identity;
     tracing::debug!(
         user = %user.name,
         groups = ?user.groups,
@@ -157,16 +160,41 @@ pub async fn filter(
         path = request.uri().path(),
         "request"
     );
-    // 3. Authorization.
-    if let Decision::Deny { message } = policy.authorize(&user, &attrs) {
-        let error = forbidden(&attrs, message.clone());
-        return refuse(&gate, &attrs, Some(&user), error, &message);
-    }
+    // 3. Authorization: in [`authorize`], inside the per-user limits.
     let extensions = request.extensions_mut();
     if !uid.is_empty() {
         extensions.insert(RequestUid(uid));
     }
+    if !extra.is_empty() {
+        extensions.insert(super::RequestExtra(extra));
+    }
+    // What signs the tokens of TokenRequests, when they are served.
+    if let Some(signer) = gate.auth.token_signer() {
+        extensions.insert(signer);
+    }
     extensions.insert(user);
     extensions.insert(PolicySnapshot(policy));
+    next.run(request).await
+}
+
+/// Authorization, the innermost middleware: the user and the policy
+/// snapshot [`filter`] put in the request's extensions, against the
+/// request's attributes. A request without them (never, behind [`filter`])
+/// is refused.
+pub async fn authorize(AxumState(gate): AxumState<Gate>, request: Request, next: Next) -> Response {
+    let attrs = request_info::attributes(request.method(), request.uri());
+    let extensions = request.extensions();
+    let (Some(user), Some(PolicySnapshot(policy))) = (
+        extensions.get::<UserInfo>(),
+        extensions.get::<PolicySnapshot>(),
+    ) else {
+        let message = "the request carries no authenticated user".to_owned();
+        let error = forbidden(&attrs, message.clone());
+        return refuse(&gate, &attrs, None, error, &message);
+    };
+    if let Decision::Deny { message } = policy.authorize(user, &attrs) {
+        let error = forbidden(&attrs, message.clone());
+        return refuse(&gate, &attrs, Some(user), error, &message);
+    }
     next.run(request).await
 }

@@ -233,6 +233,7 @@ pub fn impersonate(
     Ok(Some(Identity {
         user: UserInfo { name, groups },
         uid,
+        extra: Default::default(),
     }))
 }
 

@@ -1,10 +1,12 @@
 //! Authentication and authorization of API requests, as kube-apiserver's
-//! filters do them, in kube's order (one axum middleware, [`filter`]):
+//! filters do them, in kube's order ([`filter`] for 1 and 2, [`authorize`]
+//! for 3, with the per-user limits between them as kube's APF is):
 //!
 //! 1. **Authentication** ([`authenticate`]): the verified TLS client
 //!    certificate ([`PeerIdentity`], CN = user, O = groups), else
 //!    `Authorization: Bearer <token>` checked by each [`Authenticator`] in
-//!    turn (today kube's `--token-auth-file`, [`tokens`]). Authenticated users
+//!    turn, in kube's order: `--token-auth-file` ([`tokens`]), ServiceAccount
+//!    tokens ([`service_account`]), bootstrap tokens ([`bootstrap`]). Authenticated users
 //!    get `system:authenticated`. A token no authenticator knows is 401; a
 //!    request without credentials is `system:anonymous` only on the health
 //!    probes, `/version` and kubeadm's `cluster-info` ConfigMap, and 401
@@ -29,9 +31,11 @@ pub mod impersonation;
 pub mod request_info;
 mod review_protobuf;
 pub mod reviews;
+pub mod service_account;
 pub mod signer;
 pub mod tokens;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -40,8 +44,9 @@ use axum::http::Extensions;
 use super::metrics::ApiMetrics;
 use super::rbac::{Policy, SYSTEM_MASTERS, UserInfo};
 
-pub use filter::filter;
+pub use filter::{authorize, filter};
 pub use follower::ensure_default_rbac;
+pub use service_account::{ServiceAccountOptions, TokenSigner};
 pub use tokens::{Authenticator, TokenFile};
 
 /// Every authenticated user's group.
@@ -68,6 +73,9 @@ pub struct AuthOptions {
     /// kube-apiserver's `--enable-bootstrap-token-auth`: bootstrap tokens
     /// (Secrets `kube-system/bootstrap-token-*`, see [`bootstrap`]).
     pub bootstrap_tokens: bool,
+    /// ServiceAccount tokens: issued by `serviceaccounts/token` and
+    /// accepted as bearer tokens (see [`service_account`]).
+    pub service_accounts: Option<ServiceAccountOptions>,
 }
 
 impl AuthOptions {
@@ -79,6 +87,17 @@ impl AuthOptions {
             authenticators.push(Authenticator::StaticTokens(TokenFile::load(path)?));
         }
         Ok(authenticators)
+    }
+
+    /// Reads the ServiceAccount token keys, when they are on.
+    pub fn load_service_accounts(
+        &self,
+    ) -> Result<Option<service_account::ServiceAccountConfig>, AuthError> {
+        self.service_accounts
+            .as_ref()
+            .map(service_account::ServiceAccountConfig::load)
+            .transpose()
+            .map_err(AuthError::from)
     }
 }
 
@@ -96,15 +115,24 @@ pub enum AuthError {
         line: usize,
         message: String,
     },
+    #[error("service account tokens: {0}")]
+    ServiceAccounts(#[from] service_account::ServiceAccountError),
 }
 
 /// Who a request authenticated as (before impersonation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub user: UserInfo,
-    /// The token file's uid column or `Impersonate-Uid` (`""`: none).
+    /// The token file's uid column, a ServiceAccount's uid or
+    /// `Impersonate-Uid` (`""`: none).
     pub uid: String,
+    /// kube's `user.Info` extra (a ServiceAccount token's credential id).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
+
+/// The extra of the request's user, in the extensions when it has some.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestExtra(pub BTreeMap<String, Vec<String>>);
 
 /// The uid of the request's user, in the extensions when there is one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +163,8 @@ pub fn request_user(extensions: &Extensions) -> UserInfo {
 /// policy (replaced whole; readers clone the `Arc` under a short read lock).
 pub struct Auth {
     authenticators: Vec<Authenticator>,
+    /// The ServiceAccount token settings, when on.
+    service_accounts: Option<Arc<service_account::ServiceAccountConfig>>,
     policy: parking_lot::RwLock<Arc<Policy>>,
     /// Set when the options could not be loaded: every token is refused and
     /// start-up ([`super::ApiServer::ensure_default_namespaces`]) fails with it.
@@ -155,15 +185,19 @@ impl Auth {
     /// Loads `options`; a failure leaves a server that refuses every token
     /// and reports the error at start-up (see [`Auth::startup_error`]).
     pub fn new(options: &AuthOptions, metrics: ApiMetrics) -> Self {
-        let (authenticators, startup_error) = match options.load() {
-            Ok(list) => (list, None),
+        let loaded = options
+            .load()
+            .and_then(|list| Ok((list, options.load_service_accounts()?)));
+        let (authenticators, service_accounts, startup_error) = match loaded {
+            Ok((list, accounts)) => (list, accounts.map(Arc::new), None),
             Err(e) => {
                 tracing::error!(error = %e, "authentication settings");
-                (Vec::new(), Some(e.to_string()))
+                (Vec::new(), None, Some(e.to_string()))
             }
         };
         Self {
             authenticators,
+            service_accounts,
             policy: parking_lot::RwLock::new(Arc::new(Policy::default())),
             startup_error,
             metrics,
@@ -178,6 +212,32 @@ impl Auth {
                 store,
             )));
         self
+    }
+
+    /// Also accepts the ServiceAccount tokens the options turned on,
+    /// checking the ServiceAccounts they name in `store` (after the static
+    /// tokens and before the bootstrap tokens, kube-apiserver's order).
+    pub fn with_service_account_tokens(mut self, store: Arc<dyn hami_store::Store>) -> Self {
+        if let Some(config) = &self.service_accounts {
+            let at = self
+                .authenticators
+                .iter()
+                .position(|a| matches!(a, Authenticator::Bootstrap(_)))
+                .unwrap_or(self.authenticators.len());
+            self.authenticators.insert(
+                at,
+                Authenticator::ServiceAccount(service_account::ServiceAccountTokens::new(
+                    config.clone(),
+                    store,
+                )),
+            );
+        }
+        self
+    }
+
+    /// What signs the tokens of TokenRequests (`None`: not served).
+    pub fn token_signer(&self) -> Option<TokenSigner> {
+        self.service_accounts.clone().map(TokenSigner)
     }
 
     /// Why the options could not be loaded, if they could not.
@@ -244,6 +304,7 @@ pub fn authenticate(
         return with_authenticated(Identity {
             user: user.clone(),
             uid: String::new(),
+            extra: BTreeMap::new(),
         });
     }
     let Some(header) = authorization else {
@@ -291,6 +352,7 @@ pub fn anonymous() -> Identity {
             groups: vec![UNAUTHENTICATED.to_owned()],
         },
         uid: String::new(),
+        extra: BTreeMap::new(),
     }
 }
 

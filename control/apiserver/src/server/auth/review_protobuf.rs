@@ -24,8 +24,8 @@ use serde_json::{Map, Value, json};
 use super::reviews::{GROUP, VERSION};
 
 /// One field's value on the wire.
-enum Wire<'a> {
-    Varint,
+pub(super) enum Wire<'a> {
+    Varint(u64),
     Fixed,
     Bytes(&'a [u8]),
 }
@@ -44,17 +44,14 @@ fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
 }
 
 /// The fields of one message, in wire order.
-fn fields(bytes: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
+pub(super) fn fields(bytes: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
         let key = varint(bytes, &mut pos)?;
         let (number, wire_type) = (key >> 3, key & 7);
         let value = match wire_type {
-            0 => {
-                varint(bytes, &mut pos)?;
-                Wire::Varint
-            }
+            0 => Wire::Varint(varint(bytes, &mut pos)?),
             1 | 5 => {
                 let width = if wire_type == 1 { 8 } else { 4 };
                 pos = pos
@@ -81,7 +78,7 @@ fn fields(bytes: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
     Ok(out)
 }
 
-fn text(wire: &Wire<'_>) -> Result<String, String> {
+pub(super) fn text(wire: &Wire<'_>) -> Result<String, String> {
     match wire {
         Wire::Bytes(b) => std::str::from_utf8(b)
             .map(str::to_owned)
@@ -90,7 +87,7 @@ fn text(wire: &Wire<'_>) -> Result<String, String> {
     }
 }
 
-fn message<'a>(wire: &Wire<'a>) -> Result<&'a [u8], String> {
+pub(super) fn message<'a>(wire: &Wire<'a>) -> Result<&'a [u8], String> {
     match wire {
         Wire::Bytes(b) => Ok(b),
         _ => Err("a message field has the wrong wire type".to_owned()),
@@ -99,7 +96,7 @@ fn message<'a>(wire: &Wire<'a>) -> Result<&'a [u8], String> {
 
 /// The string fields `names` (by number) of a message, as a JSON object;
 /// `repeated` numbers collect into an array.
-fn strings(
+pub(super) fn strings(
     bytes: &[u8],
     names: &[(u64, &str)],
     repeated: &[(u64, &str)],
@@ -169,8 +166,9 @@ fn spec(kind: &str, bytes: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(out))
 }
 
-/// The JSON object of a protobuf review body (`Err`: why it cannot be read).
-pub fn decode(body: &[u8]) -> Result<Value, String> {
+/// The `k8s\0` envelope of a protobuf body: (apiVersion, kind, the
+/// object's message).
+pub(super) fn envelope(body: &[u8]) -> Result<(String, String, &[u8]), String> {
     let envelope = body
         .strip_prefix(crate::server::protobuf::MAGIC)
         .ok_or("missing the k8s\\0 prefix")?;
@@ -187,6 +185,12 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
+    Ok((api_version, kind, raw))
+}
+
+/// The JSON object of a protobuf review body (`Err`: why it cannot be read).
+pub fn decode(body: &[u8]) -> Result<Value, String> {
+    let (api_version, kind, raw) = envelope(body)?;
     if api_version != format!("{GROUP}/{VERSION}")
         || !super::reviews::RESOURCES
             .iter()

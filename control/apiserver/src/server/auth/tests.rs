@@ -39,6 +39,7 @@ fn certificates_come_first_then_bearer_tokens() {
             Credentials::User(Identity {
                 user: user("bob", &["ops", AUTHENTICATED]),
                 uid: String::new(),
+                extra: Default::default(),
             }),
         ),
         (
@@ -47,6 +48,7 @@ fn certificates_come_first_then_bearer_tokens() {
             Credentials::User(Identity {
                 user: user("alice", &["dev", AUTHENTICATED]),
                 uid: "1".into(),
+                extra: Default::default(),
             }),
         ),
         // The scheme in any case, as kube reads it.
@@ -56,6 +58,7 @@ fn certificates_come_first_then_bearer_tokens() {
             Credentials::User(Identity {
                 user: user("alice", &["dev", AUTHENTICATED]),
                 uid: "1".into(),
+                extra: Default::default(),
             }),
         ),
         (
@@ -84,6 +87,7 @@ fn certificates_come_first_then_bearer_tokens() {
         Credentials::User(Identity {
             user: user("carol", &[AUTHENTICATED]),
             uid: String::new(),
+            extra: Default::default(),
         })
     );
 }

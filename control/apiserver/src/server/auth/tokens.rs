@@ -1,6 +1,5 @@
-//! Bearer-token authenticators. Today one: kube-apiserver's static token
-//! file (`--token-auth-file`). ServiceAccount and bootstrap tokens are meant
-//! to join [`Authenticator`] as further variants, tried in order.
+//! Bearer-token authenticators ([`Authenticator`], tried in order), and the
+//! first of them: kube-apiserver's static token file (`--token-auth-file`).
 //!
 //! The file is CSV as Go's `encoding/csv` reads it (kube's `tokenfile.NewCSV`):
 //! `token,user,uid[,"group1,group2"]`, fields quoted with `"` when they hold
@@ -19,6 +18,8 @@ use crate::server::rbac::UserInfo;
 pub enum Authenticator {
     /// kube's `--token-auth-file`.
     StaticTokens(TokenFile),
+    /// kube's ServiceAccount tokens (ES256 JWTs).
+    ServiceAccount(super::service_account::ServiceAccountTokens),
     /// kube's bootstrap tokens (Secrets in kube-system).
     Bootstrap(super::bootstrap::BootstrapTokens),
 }
@@ -28,6 +29,7 @@ impl Authenticator {
     pub fn authenticate(&self, token: &str) -> Option<Identity> {
         match self {
             Authenticator::StaticTokens(file) => file.authenticate(token),
+            Authenticator::ServiceAccount(tokens) => tokens.authenticate(token),
             Authenticator::Bootstrap(tokens) => tokens.authenticate(token),
         }
     }
@@ -131,6 +133,7 @@ impl TokenFile {
                     identity: Identity {
                         user: UserInfo { name, groups },
                         uid,
+                        extra: Default::default(),
                     },
                 },
             ));

@@ -10,8 +10,10 @@
 //!   [`Limits::max_header_bytes`] is answered 431 before anything else reads
 //!   them (the connection's own buffer is the first bound: see
 //!   [`Limits::http1_max_buf_size`]).
-//! * [`filter`], inside authentication (the auth filter's `next`), so the
-//!   user is known: the request's user ([`crate::server::auth::request_user`],
+//! * [`filter`], inside authentication and impersonation (the auth filter's
+//!   `next`), so the user is known, and outside authorization, as
+//!   kube-apiserver's APF (a user flooding forbidden requests is limited
+//!   like any other): the request's user ([`crate::server::auth::request_user`],
 //!   `system:unsecured` when authentication is off, `system:anonymous` for
 //!   every anonymous request) is admitted by its bucket ([`buckets`]) or
 //!   refused with kube's 429: `Retry-After` in whole seconds (at least 1) and

@@ -427,6 +427,40 @@ pub static MESSAGES: &[(&str, &[F])] = &[
         F(1, "succeeded", Many, Str),
         F(2, "failed", Many, Str),
     ]),
+    ("io.k8s.api.certificates.v1.CertificateSigningRequest", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        F(2, "spec", One, Msg("io.k8s.api.certificates.v1.CertificateSigningRequestSpec")),
+        F(3, "status", One, Msg("io.k8s.api.certificates.v1.CertificateSigningRequestStatus")),
+    ]),
+    ("io.k8s.api.certificates.v1.CertificateSigningRequestCondition", &[
+        F(1, "type", One, Str),
+        F(2, "reason", One, Str),
+        F(3, "message", One, Str),
+        F(4, "lastUpdateTime", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.Time")),
+        F(5, "lastTransitionTime", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.Time")),
+        F(6, "status", One, Str),
+    ]),
+    ("io.k8s.api.certificates.v1.CertificateSigningRequestList", &[
+        F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")),
+        F(2, "items", Many, Msg("io.k8s.api.certificates.v1.CertificateSigningRequest")),
+    ]),
+    ("io.k8s.api.certificates.v1.CertificateSigningRequestSpec", &[
+        F(1, "request", One, Bytes),
+        F(2, "username", One, Str),
+        F(3, "uid", One, Str),
+        F(4, "groups", Many, Str),
+        F(5, "usages", Many, Str),
+        F(6, "extra", Map, Msg("io.k8s.api.certificates.v1.ExtraValue")),
+        F(7, "signerName", One, Str),
+        F(8, "expirationSeconds", One, I32),
+    ]),
+    ("io.k8s.api.certificates.v1.CertificateSigningRequestStatus", &[
+        F(1, "conditions", Many, Msg("io.k8s.api.certificates.v1.CertificateSigningRequestCondition")),
+        F(2, "certificate", One, Bytes),
+    ]),
+    ("io.k8s.api.certificates.v1.ExtraValue", &[
+        F(1, "items", Many, Str),
+    ]),
     ("io.k8s.api.coordination.v1.Lease", &[
         F(1, "metadata", One, Msg("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
         F(2, "spec", One, Msg("io.k8s.api.coordination.v1.LeaseSpec")),

@@ -155,6 +155,8 @@ pub fn default_cluster_roles() -> Vec<Value> {
         cluster_role("system:aggregate-to-view", view, rules(VIEW_RULES)),
         cluster_role("hami:aggregate-to-edit", edit, rules(HAMI_EDIT)),
         cluster_role("hami:aggregate-to-view", view, rules(HAMI_VIEW)),
+        cluster_role(BOOTSTRAPPER_ROLE, None, rules(BOOTSTRAPPER_RULES)),
+        cluster_role(AGENT_ROLE, None, rules(AGENT_RULES)),
     ]
 }
 
@@ -184,6 +186,10 @@ pub fn default_cluster_role_bindings() -> Vec<Value> {
             "system:authenticated system:unauthenticated",
         ),
         binding("system:monitoring", MONITORING_GROUP),
+        binding(
+            BOOTSTRAPPER_ROLE,
+            &format!("{BOOTSTRAPPERS_GROUP} {AGENTS_GROUP}"),
+        ),
     ]
 }
 
@@ -216,4 +222,102 @@ pub fn default_namespaced_rbac() -> (Vec<Value>, Vec<Value>) {
         "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": "system:anonymous"}],
     });
     (vec![role], vec![binding])
+}
+
+/// kube's group of every bootstrap token's user (`system:bootstrap:<id>`).
+pub const BOOTSTRAPPERS_GROUP: &str = "system:bootstrappers";
+/// The group (O) of every agent's certificate.
+pub const AGENTS_GROUP: &str = "system:hami:agents";
+/// An agent's user (CN) is this and its cluster's name.
+pub const AGENT_USER_PREFIX: &str = "system:hami:agent:";
+/// What a joining agent may do with the CSR API, as kube's
+/// `system:node-bootstrapper` (kubeadm binds it to `system:bootstrappers`);
+/// agents keep it to renew their certificates.
+pub const BOOTSTRAPPER_ROLE: &str = "system:hami:bootstrapper";
+/// What an agent does in its execution namespace `hami-es-<cluster>`,
+/// granted there by a RoleBinding per cluster ([`agent_identity_rbac`]).
+pub const AGENT_ROLE: &str = "system:hami:agent";
+
+pub(super) const BOOTSTRAPPER_RULES: &str = "
+    certificates.k8s.io | create get list watch | certificatesigningrequests";
+
+/// Every call the agent (`agent/src/pull`) makes in its namespace, and no
+/// other: the Works watcher (list, watch), `get_opt` of a Work before a
+/// member delete, the finalizer merge patch, the status merge patch; the
+/// Lease renewed by server-side apply (`patch`, and `create`, which kube
+/// also asks of an apply that creates the object).
+pub(super) const AGENT_RULES: &str = "
+    work.hami.io        | get list watch patch | works
+    work.hami.io        | patch                | works/status
+    coordination.k8s.io | create patch         | leases";
+
+/// The per-cluster confinement of the agent of `cluster`, as the CSR
+/// controller creates it before it signs the agent's first certificate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentRbac {
+    /// `system:hami:agent:<cluster>`: its own Cluster and namespace only.
+    pub cluster_role: Value,
+    /// That role to the user `system:hami:agent:<cluster>`.
+    pub cluster_role_binding: Value,
+    /// [`AGENT_ROLE`] to that user in `hami-es-<cluster>`.
+    pub role_binding: Value,
+}
+
+/// The label naming the cluster whose agent a per-cluster object serves.
+pub const AGENT_CLUSTER_LABEL: &str = "cluster.hami.io/agent";
+
+/// The user name of `cluster`'s agent.
+pub fn agent_user(cluster: &str) -> String {
+    format!("{AGENT_USER_PREFIX}{cluster}")
+}
+
+/// The objects confining `cluster`'s agent (see [`AgentRbac`]). The
+/// ClusterRole's rules, all limited by resourceNames, are what the agent's
+/// registration and status loop send: a server-side apply of its Cluster
+/// (`patch`; `create` when it makes the Cluster, as kube asks), a GET of
+/// it, a merge patch of `clusters/status`, and a GET of its namespace
+/// (created by this controller first; the agent tolerates 403 on create).
+pub fn agent_identity_rbac(cluster: &str) -> AgentRbac {
+    let user = agent_user(cluster);
+    let namespace = hami_api::common::execution_namespace(cluster);
+    let group = hami_api::common::CLUSTER_GROUP;
+    let named = |verb_list: &str, api_group: &str, resources: &str, name: &str| {
+        let mut r = rule(verb_list, api_group, resources);
+        r["resourceNames"] = json!([name]);
+        r
+    };
+    let metadata = |name: &str, ns: Option<&str>| {
+        let mut m = json!({"name": name, "labels": {AGENT_CLUSTER_LABEL: cluster}});
+        if let Some(ns) = ns {
+            m["namespace"] = json!(ns);
+        }
+        m
+    };
+    let subject = json!([{"apiGroup": RBAC_GROUP, "kind": "User", "name": user}]);
+    AgentRbac {
+        cluster_role: json!({
+            "apiVersion": RBAC_V1,
+            "kind": "ClusterRole",
+            "metadata": metadata(&user, None),
+            "rules": [
+                named("get create patch", group, "clusters", cluster),
+                named("patch", group, "clusters/status", cluster),
+                named("get", "", "namespaces", &namespace),
+            ],
+        }),
+        cluster_role_binding: json!({
+            "apiVersion": RBAC_V1,
+            "kind": "ClusterRoleBinding",
+            "metadata": metadata(&user, None),
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": user},
+            "subjects": subject,
+        }),
+        role_binding: json!({
+            "apiVersion": RBAC_V1,
+            "kind": "RoleBinding",
+            "metadata": metadata(AGENT_ROLE, Some(&namespace)),
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": AGENT_ROLE},
+            "subjects": subject,
+        }),
+    }
 }

@@ -849,8 +849,9 @@ fn forbidden_message(user: &UserInfo, attrs: &Attributes, errors: &[String]) -> 
 
 mod defaults;
 pub use defaults::{
-    CLUSTER_INFO_ROLE, KUBE_PUBLIC, MONITORING_GROUP, default_cluster_role_bindings,
-    default_cluster_roles, default_namespaced_rbac,
+    AGENT_CLUSTER_LABEL, AGENT_ROLE, AGENT_USER_PREFIX, AGENTS_GROUP, AgentRbac, BOOTSTRAPPER_ROLE,
+    BOOTSTRAPPERS_GROUP, CLUSTER_INFO_ROLE, KUBE_PUBLIC, MONITORING_GROUP, agent_identity_rbac,
+    agent_user, default_cluster_role_bindings, default_cluster_roles, default_namespaced_rbac,
 };
 use defaults::{rule, url_rule};
 

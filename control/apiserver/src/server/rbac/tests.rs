@@ -1030,7 +1030,15 @@ fn default_objects_have_kube_metadata() {
 
 #[test]
 fn every_table_line_is_a_rule() {
-    for table in [ADMIN_RULES, EDIT_RULES, VIEW_RULES, HAMI_EDIT, HAMI_VIEW] {
+    for table in [
+        ADMIN_RULES,
+        EDIT_RULES,
+        VIEW_RULES,
+        HAMI_EDIT,
+        HAMI_VIEW,
+        BOOTSTRAPPER_RULES,
+        AGENT_RULES,
+    ] {
         let lines = table.lines().filter(|l| !l.trim().is_empty()).count();
         let parsed = rules(table);
         assert_eq!(parsed.len(), lines, "{table}");
@@ -1150,4 +1158,172 @@ fn monitoring_and_cluster_info_defaults() {
     }
     assert!(allowed(&policy, &anonymous, &path("get", "/healthz")));
     assert!(!allowed(&policy, &someone, &info));
+}
+
+/// The defaults with the per-cluster objects of the agents of `clusters`.
+fn with_agents(clusters: &[&str]) -> Policy {
+    let mut roles = default_cluster_roles();
+    let mut bindings = default_cluster_role_bindings();
+    let mut role_bindings = Vec::new();
+    for cluster in clusters {
+        let rbac = agent_identity_rbac(cluster);
+        roles.push(rbac.cluster_role);
+        bindings.push(rbac.cluster_role_binding);
+        role_bindings.push(rbac.role_binding);
+    }
+    Policy::build(&[], &roles, &role_bindings, &bindings)
+}
+
+#[test]
+fn bootstrap_tokens_may_only_request_certificates() {
+    let policy = with_agents(&["gpu-x"]);
+    let token = user(
+        "system:bootstrap:abcdef",
+        &[
+            BOOTSTRAPPERS_GROUP,
+            "system:bootstrappers:hami:cluster:gpu-x",
+            "system:authenticated",
+        ],
+    );
+    let csr = "certificatesigningrequests";
+    let g = "certificates.k8s.io";
+    for verb in ["create", "list", "watch"] {
+        assert!(
+            allowed(&policy, &token, &req(verb, g, csr, "", "")),
+            "{verb}"
+        );
+    }
+    assert!(allowed(&policy, &token, &req("get", g, csr, "", "csr-1")));
+    assert_eq!(
+        reason(&policy, &token, &req("create", g, csr, "", "")),
+        r#"RBAC: allowed by ClusterRoleBinding "system:hami:bootstrapper" of ClusterRole "system:hami:bootstrapper" to Group "system:bootstrappers""#
+    );
+    for denied in [
+        req(
+            "update",
+            g,
+            "certificatesigningrequests/approval",
+            "",
+            "csr-1",
+        ),
+        req(
+            "update",
+            g,
+            "certificatesigningrequests/status",
+            "",
+            "csr-1",
+        ),
+        req("delete", g, csr, "", "csr-1"),
+        req(
+            "approve",
+            g,
+            "signers",
+            "",
+            "kubernetes.io/kube-apiserver-client",
+        ),
+        req("list", "work.hami.io", "works", "hami-es-gpu-x", ""),
+        req("get", "cluster.hami.io", "clusters", "", "gpu-x"),
+        req("list", "", "secrets", "kube-system", ""),
+    ] {
+        assert!(!allowed(&policy, &token, &denied), "{denied:?}");
+    }
+}
+
+#[test]
+fn agents_are_confined_to_their_own_cluster() {
+    let policy = with_agents(&["gpu-x", "gpu-y"]);
+    let agent = user(
+        &agent_user("gpu-x"),
+        &[AGENTS_GROUP, "system:authenticated"],
+    );
+    let (work, lease) = ("work.hami.io", "coordination.k8s.io");
+    let own = "hami-es-gpu-x";
+    let clusters = "cluster.hami.io";
+    for ok in [
+        req("list", work, "works", own, ""),
+        req("watch", work, "works", own, ""),
+        req("get", work, "works", own, "w1"),
+        req("patch", work, "works", own, "w1"),
+        req("patch", work, "works/status", own, "w1"),
+        req("patch", lease, "leases", own, "gpu-x"),
+        req("create", lease, "leases", own, "gpu-x"),
+        req("get", clusters, "clusters", "", "gpu-x"),
+        req("patch", clusters, "clusters", "", "gpu-x"),
+        req("create", clusters, "clusters", "", "gpu-x"),
+        req("patch", clusters, "clusters/status", "", "gpu-x"),
+        req("get", "", "namespaces", own, own),
+        // Renewal: the agents' group keeps the bootstrapper role.
+        req(
+            "create",
+            "certificates.k8s.io",
+            "certificatesigningrequests",
+            "",
+            "",
+        ),
+    ] {
+        assert!(allowed(&policy, &agent, &ok), "{ok:?}");
+    }
+    for denied in [
+        req("list", work, "works", "hami-es-gpu-y", ""),
+        req("get", work, "works", "hami-es-gpu-y", "w1"),
+        req("update", work, "works", own, "w1"),
+        req("delete", work, "works", own, "w1"),
+        req("create", work, "works", own, ""),
+        req("get", lease, "leases", "hami-es-gpu-y", "gpu-y"),
+        req("get", clusters, "clusters", "", "gpu-y"),
+        req("patch", clusters, "clusters/status", "", "gpu-y"),
+        req("list", clusters, "clusters", "", ""),
+        req("delete", clusters, "clusters", "", "gpu-x"),
+        req("get", "", "namespaces", "hami-es-gpu-y", "hami-es-gpu-y"),
+        req("create", "", "namespaces", "", ""),
+        req("list", "", "secrets", own, ""),
+        req(
+            "get",
+            "",
+            "secrets",
+            "kube-system",
+            "bootstrap-token-abcdef",
+        ),
+        req("list", "work.hami.io", "resourcebindings", "default", ""),
+    ] {
+        assert!(!allowed(&policy, &agent, &denied), "{denied:?}");
+    }
+    // Another cluster's agent gets nothing of gpu-x's.
+    let other = user(&agent_user("gpu-y"), &[AGENTS_GROUP]);
+    assert!(!allowed(
+        &policy,
+        &other,
+        &req("list", work, "works", own, "")
+    ));
+    assert!(allowed(
+        &policy,
+        &other,
+        &req("list", work, "works", "hami-es-gpu-y", "")
+    ));
+}
+
+#[test]
+fn agent_objects_name_their_cluster() {
+    let rbac = agent_identity_rbac("gpu-x");
+    assert_eq!(
+        rbac.cluster_role["metadata"]["name"],
+        "system:hami:agent:gpu-x"
+    );
+    assert_eq!(
+        rbac.cluster_role_binding["roleRef"]["name"],
+        "system:hami:agent:gpu-x"
+    );
+    assert_eq!(
+        rbac.cluster_role_binding["subjects"],
+        json!([{"apiGroup": RBAC_GROUP, "kind": "User", "name": "system:hami:agent:gpu-x"}])
+    );
+    assert_eq!(rbac.role_binding["metadata"]["namespace"], "hami-es-gpu-x");
+    assert_eq!(rbac.role_binding["roleRef"]["name"], AGENT_ROLE);
+    for object in [
+        &rbac.cluster_role,
+        &rbac.cluster_role_binding,
+        &rbac.role_binding,
+    ] {
+        assert_eq!(object["metadata"]["labels"][AGENT_CLUSTER_LABEL], "gpu-x");
+    }
 }
