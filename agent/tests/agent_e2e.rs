@@ -214,3 +214,94 @@ async fn the_agent_only_acts_in_its_own_namespace() {
     assert_eq!(names, vec![(NS.to_string(), CLUSTER.to_string())]);
     h.shutdown().await;
 }
+
+/// The estimator hosted by the agent over mutual TLS (Karmada's
+/// `--grpc-auth-cert-file`, `--grpc-auth-key-file`, `--grpc-client-ca-file`):
+/// the scheduler's dial with the CA and a client certificate is answered; a
+/// client without a certificate, or one that does not trust the CA, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosted_estimator_serves_mutual_tls() {
+    use hami_estimator::server::tls::GrpcTlsArgs;
+    use rcgen::{CertificateParams, IsCa, Issuer, KeyPair};
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["hami-scheduler".into()]);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let args = GrpcTlsArgs {
+        grpc_auth_cert_file: Some(write("tls.crt", &server_cert)),
+        grpc_auth_key_file: Some(write("tls.key", &server_key)),
+        grpc_client_ca_file: Some(write("ca.crt", &ca_cert.pem())),
+        insecure_skip_grpc_client_verify: false,
+    };
+    let mut h = Harness::start().await;
+    h.stop_agent().await;
+    let mut tls_config = config();
+    tls_config.estimator_tls = args.server_config().unwrap();
+    h.start_agent_with(tls_config);
+    let cluster = eventually("Cluster with estimator annotation and GPUs", || async {
+        let c = h.cluster().await?;
+        (c.status.as_ref()?.gpu_summary.len() == 2).then_some(c)
+    })
+    .await;
+    let endpoint = cluster.metadata.annotations.unwrap()[ESTIMATOR_ENDPOINT_ANNOTATION].clone();
+    let port = endpoint.rsplit(':').next().unwrap().to_string();
+    let dial = |tls: ClientTlsConfig| {
+        let port = port.clone();
+        async move {
+            let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(5))
+                .tls_config(tls)?
+                .connect()
+                .await?;
+            Ok::<_, tonic::transport::Error>(channel)
+        }
+    };
+    let trusted = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_cert.pem()));
+    let scheduler = trusted
+        .clone()
+        .identity(Identity::from_pem(&client_cert, &client_key));
+    let channel = dial(scheduler).await.expect("the scheduler's dial");
+    assert_eq!(
+        ask_estimator_over(channel).await.unwrap(),
+        10,
+        "answered over mutual TLS"
+    );
+    // No client certificate: the handshake or the first call fails.
+    let refused = match dial(trusted).await {
+        Err(_) => true,
+        Ok(channel) => ask_estimator_over(channel).await.is_err(),
+    };
+    assert!(refused, "a client without a certificate is refused");
+    // Plain gRPC against the TLS port fails.
+    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    let plain_refused = match plain {
+        Err(_) => true,
+        Ok(channel) => ask_estimator_over(channel).await.is_err(),
+    };
+    assert!(plain_refused, "plain gRPC is refused on the TLS port");
+    h.shutdown().await;
+}

@@ -17,6 +17,7 @@ use hami_agent::join::token::{BootstrapToken, CaCertHash};
 use hami_agent::join::{self, CertificateMetrics, JoinConfig};
 use hami_agent::pull::{Agent, AgentConfig, AgentMetrics, http};
 use hami_estimator::server::EstimatorMetrics;
+use hami_estimator::server::tls::GrpcTlsArgs;
 use prometheus_client::registry::Registry;
 
 /// The hami agent of one member cluster (Pull mode).
@@ -108,6 +109,9 @@ struct Args {
     /// Longest retry delay after failures.
     #[arg(long, env = "HAMI_AGENT_BACKOFF_MAX", default_value = "30s", value_parser = parse_duration)]
     backoff_max: Duration,
+    /// TLS of the estimator gRPC port (Karmada's scheduler-estimator flags).
+    #[command(flatten)]
+    estimator_tls: GrpcTlsArgs,
     /// Log as JSON.
     #[arg(long, env = "HAMI_LOG_JSON")]
     log_json: bool,
@@ -149,6 +153,11 @@ async fn client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     hami_telemetry::init_tracing(args.log_json);
+    // Bad TLS files stop the start before anything else runs.
+    let estimator_tls = args
+        .estimator_tls
+        .server_config()
+        .context("estimator gRPC TLS")?;
     let mut registry = Registry::default();
     let (control, renewer) = match (&args.join, &args.token) {
         (Some(url), Some(token)) => {
@@ -181,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
     config.api_endpoint = args.api_endpoint;
     config.estimator_addr = Some(args.estimator_addr);
     config.estimator_advertise = args.estimator_advertise;
+    config.estimator_tls = estimator_tls;
     config.lease_renew_interval = args.lease_renew_interval;
     config.member_grace = args.member_grace;
     config.status_interval = args.status_interval;

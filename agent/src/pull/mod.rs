@@ -90,6 +90,11 @@ pub struct AgentConfig {
     /// The address written in the estimator annotation (default: the bound
     /// address, unless it is unspecified like 0.0.0.0).
     pub estimator_advertise: Option<String>,
+    /// TLS of the estimator gRPC port (None: plain gRPC); from Karmada's
+    /// `--grpc-auth-cert-file`, `--grpc-auth-key-file`, `--grpc-client-ca-file`
+    /// (see `hami_estimator::server::tls::GrpcTlsArgs`). The scheduler dials
+    /// every estimator with hami up's `--scheduler-estimator-*` TLS flags.
+    pub estimator_tls: Option<tonic::transport::ServerTlsConfig>,
     /// How often the Lease is renewed (and the member probed).
     pub lease_renew_interval: Duration,
     /// How long the member may be unreachable before Ready turns False.
@@ -117,6 +122,7 @@ impl AgentConfig {
             api_endpoint: None,
             estimator_addr: Some(SocketAddr::from(([0, 0, 0, 0], 10352))),
             estimator_advertise: None,
+            estimator_tls: None,
             lease_renew_interval: Duration::from_secs(10),
             member_grace: Duration::from_secs(40),
             status_interval: Duration::from_secs(10),
@@ -270,12 +276,19 @@ impl Agent {
         });
         let mut tasks = Vec::new();
         if let Some(listener) = listener {
+            let mut grpc = tonic::transport::Server::builder();
+            if let Some(tls) = shared.config.estimator_tls.clone() {
+                grpc = grpc
+                    .tls_config(tls)
+                    .map_err(|e| AgentError::Config(format!("estimator gRPC TLS settings: {e}")))?;
+            }
             let service = EstimatorService::new(
                 shared.config.cluster_name.clone(),
                 shared.snapshot.clone(),
                 self.estimator_metrics,
             );
             tasks.push(tokio::spawn(serve_estimator(
+                grpc,
                 listener,
                 service,
                 stop.clone(),
@@ -366,6 +379,7 @@ fn advertised(config: &AgentConfig, listener: &TcpListener) -> Option<String> {
 }
 
 async fn serve_estimator(
+    mut grpc: tonic::transport::Server,
     listener: TcpListener,
     service: EstimatorService,
     mut stop: watch::Receiver<bool>,
@@ -373,7 +387,7 @@ async fn serve_estimator(
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "serving estimator gRPC");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let result = tonic::transport::Server::builder()
+    let result = grpc
         .add_service(service.clone().karmada())
         .add_service(service.batch())
         .serve_with_incoming_shutdown(incoming, async move {

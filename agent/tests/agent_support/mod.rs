@@ -112,10 +112,14 @@ impl Harness {
     }
 
     pub fn start_agent(&mut self) {
+        self.start_agent_with(config());
+    }
+
+    pub fn start_agent_with(&mut self, config: AgentConfig) {
         let mut scratch = prometheus_client::registry::Registry::default();
         let metrics = AgentMetrics::register(&mut scratch);
         let est = Arc::new(EstimatorMetrics::register(&mut scratch));
-        let agent = Agent::new(config(), metrics.clone(), est);
+        let agent = Agent::new(config, metrics.clone(), est);
         let metrics = metrics.for_cluster(CLUSTER);
         let (stop, rx) = watch::channel(false);
         let (control, member) = (self.control.clone(), self.member.clone());
@@ -273,10 +277,17 @@ pub fn shape() -> ReplicaShape {
 }
 
 pub async fn ask_estimator(endpoint: &str) -> i32 {
-    let mut client =
-        service::estimator_client::EstimatorClient::connect(format!("http://{endpoint}"))
-            .await
-            .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ask_estimator_over(channel).await.unwrap()
+}
+
+/// MaxAvailableReplicas of [`ask_estimator`]'s shape over `channel`.
+pub async fn ask_estimator_over(channel: tonic::transport::Channel) -> Result<i32, tonic::Status> {
+    let mut client = service::estimator_client::EstimatorClient::new(channel);
     let q = |s: &str| qpb::Quantity {
         string: Some(s.to_string()),
     };
@@ -294,11 +305,10 @@ pub async fn ask_estimator(endpoint: &str) -> i32 {
         }),
         assumed_workloads: Vec::new(),
     };
-    client
+    Ok(client
         .max_available_replicas(request)
-        .await
-        .unwrap()
+        .await?
         .into_inner()
         .max_replicas
-        .unwrap()
+        .unwrap())
 }
