@@ -10,7 +10,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -35,18 +34,7 @@ fn kubeconfig_for(hami: &Hami, dir: &Path, name: &str, user: &str) -> PathBuf {
 }
 
 fn token_for(hami: &Hami, cluster: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_hami"))
-        .args(["token", "create", "--cluster", cluster, "--kubeconfig"])
-        .arg(hami.kubeconfig())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    hami.cli(&["token", "create", "--cluster", cluster])
         .lines()
         .next()
         .unwrap()

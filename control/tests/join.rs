@@ -59,18 +59,7 @@ impl Drop for Logged {
 /// `hami token create --cluster <cluster>`: (token, ca-cert-hash, the
 /// printed `hami-agent ...` command's arguments).
 fn token_create(hami: &Hami, cluster: &str) -> (String, String, Vec<String>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hami"))
-        .args(["token", "create", "--cluster", cluster, "--kubeconfig"])
-        .arg(hami.kubeconfig())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = hami.cli(&["token", "create", "--cluster", cluster]);
     let token = text.lines().next().unwrap().trim().to_owned();
     let hash = text
         .lines()

@@ -13,7 +13,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use support::{Hami, https_get, kubeconfig_tls, kubectl, kubectl_ok, kubectl_with};
@@ -408,21 +407,7 @@ fn bootstrap_tokens_sign_cluster_info_and_stop_when_revoked_or_expired() {
         "127.0.0.1:0",
         &["--in-memory", "--no-controllers"],
     );
-    let hami_cmd = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_hami"))
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(hami.kubeconfig())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "hami {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let hami_cmd = |args: &[&str]| hami.cli(args);
     let created = hami_cmd(&["token", "create", "--cluster", "east"]);
     let token = created.lines().next().unwrap().trim().to_owned();
     let (id, secret) = token.split_once('.').unwrap();

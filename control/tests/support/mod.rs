@@ -76,6 +76,25 @@ impl Hami {
         self.data_dir.join("kubeconfig")
     }
 
+    /// `hami ARGS --kubeconfig <the admin kubeconfig>`: its stdout; panics
+    /// with stderr when it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_hami"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "hami {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `https://ADDR`, or `http://ADDR` with `--insecure-http`.
     pub fn base_url(&self) -> String {
         let scheme = if self.insecure() { "http" } else { "https" };

@@ -184,6 +184,7 @@ async fn dispatch(AxumState(state): AxumState<Arc<State>>, request: Request) -> 
         .scope(encoding, async {
             let (verb, resource, result) = csr::with_requester(
                 &extensions,
+                uri.path(),
                 route(&state, method, &uri, headers, &extensions, body),
             )
             .await;

@@ -71,19 +71,20 @@ struct Requester {
 }
 
 tokio::task_local! {
-    static REQUESTER: Requester;
+    static REQUESTER: Option<Requester>;
 }
 
-/// Runs `f` (one API request) with its authenticated user visible to
-/// [`prepare_create`].
-pub async fn with_requester<F: Future>(extensions: &Extensions, f: F) -> F::Output {
-    let requester = Requester {
+/// Runs `f` (one API request to `path`) with its authenticated user visible
+/// to [`prepare_create`]; the user is copied only for requests whose path
+/// names CSRs, so no other request pays for it.
+pub async fn with_requester<F: Future>(extensions: &Extensions, path: &str, f: F) -> F::Output {
+    let requester = path.contains(PLURAL).then(|| Requester {
         user: auth::request_user(extensions),
         uid: extensions
             .get::<RequestUid>()
             .map(|u| u.0.clone())
             .unwrap_or_default(),
-    };
+    });
     REQUESTER.scope(requester, f).await
 }
 
@@ -98,7 +99,7 @@ fn spec_mut(object: &mut Value) -> &mut Map<String, Value> {
 
 /// kube's `PrepareForCreate` and `CertificateSubjectRestriction`.
 pub fn prepare_create(object: &mut Value) -> Result<(), ApiError> {
-    let requester = REQUESTER.try_with(Clone::clone).ok();
+    let requester = REQUESTER.try_with(Clone::clone).ok().flatten();
     let spec = spec_mut(object);
     for field in ["username", "uid", "groups", "extra"] {
         spec.remove(field);
